@@ -1,0 +1,42 @@
+# sweeper's front door: `make help` lists every target.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATASET ?= mnist
+# The offline copies beside this checkout, when present; otherwise Keras downloads.
+SHARED_DATA := $(wildcard ../shared/data)
+export SWEEPER_DATA_DIR ?= $(SHARED_DATA)
+
+.PHONY: help install test sweep baseline ui bench clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(BIN)/sweeper  ## Make .venv and install sweeper with its dev extras
+
+$(BIN)/sweeper: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $@
+
+test: install  ## Run the test suite (offline, tiny data)
+	$(BIN)/pytest -q
+
+sweep: install  ## Run sweeps/$(DATASET).yaml; TRIALS, ENGINE, TIMEOUT, EPOCHS, LIMIT pass through
+	$(BIN)/sweeper sweep sweeps/$(DATASET).yaml \
+		$(if $(TRIALS),--trials $(TRIALS)) $(if $(ENGINE),--engine $(ENGINE)) \
+		$(if $(TIMEOUT),--timeout $(TIMEOUT)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+		$(if $(LIMIT),--limit $(LIMIT))
+
+baseline: install  ## Run one documented recipe: make baseline NAME=cnn-mnist
+	$(BIN)/sweeper baseline $(NAME)
+
+ui: install  ## The MLflow UI on ./mlruns, bound to 127.0.0.1
+	$(BIN)/sweeper ui
+
+bench: install  ## Benchmarks; prints a table and writes bench/results/
+	$(BIN)/python bench/run.py
+
+clean:  ## Remove the virtual environment
+	rm -rf $(VENV)

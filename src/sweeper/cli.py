@@ -1,0 +1,116 @@
+"""The `sweeper` command: thin subcommands that parse, call the library, and map errors to exits.
+
+Errors are caught here only: a `SweeperError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import click
+
+from sweeper.errors import SweeperError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
+
+
+def data_options(f):
+    """Options shared by every command that reads data."""
+    f = click.option("--data-dir", type=click.Path(file_okay=False),
+                     help="Folder in shared/data's layout; else $SWEEPER_DATA_DIR, else "
+                          "Keras downloads.")(f)
+    return click.option("--limit", type=click.IntRange(min=2),
+                        help="Train on the first N training images (smoke runs).")(f)
+
+
+def tracking_option(f):
+    return click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                        help="MLflow store; default sqlite under ./mlruns.")(f)
+
+
+def user_errors(f):
+    """Turns a user error into one line and exit 2; Ctrl-C into exit 130."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except SweeperError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: the running trial is marked failed; run the same "
+                       "command again to resume", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group()
+def main():
+    """Hyperparameter sweeps with experiment tracking for Keras image classifiers."""
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False))
+@user_errors
+def datasets(data_dir):
+    """List the datasets, their shapes and class names, and whether they are found locally."""
+    from sweeper import data
+
+    folder = data.resolve_data_dir(data_dir)
+    for name, spec in data.NAMED.items():
+        where = "not found locally (Keras downloads it)"
+        if folder and all((folder / name / f).is_file() for f in spec.files):
+            where = f"local: {folder / name}"
+        shape = "x".join(map(str, spec.shape))
+        click.echo(f"{name:14} {shape:8} {len(spec.class_names)} classes  {where}")
+        click.echo(f"{'':14} classes: {', '.join(spec.class_names)}")
+    click.echo("folder:PATH    any size, resized  one subfolder per class "
+               "(Training/ + Test/, or one root split 80/20)")
+    click.echo("csv:PATH.csv   any size, resized  rows of filename,label; images beside the CSV")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--list", "show_list", is_flag=True, help="List the documented recipes.")
+@click.option("--dataset", help="For recipes on an image folder: folder:PATH or csv:PATH.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's epochs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one recipe parameter, e.g. --set weights=none.")
+@data_options
+@tracking_option
+@user_errors
+def baseline(name, show_list, dataset, epochs, seed, overrides, data_dir, limit, tracking_uri):
+    """Run a documented recipe exactly as written, logged as kind=baseline."""
+    from sweeper import baselines
+
+    if show_list or not name:
+        for b in baselines.BASELINES.values():
+            documented = f"{b.documented_accuracy:.2%}" if b.documented_accuracy else "not printed"
+            click.echo(f"{b.name:22} {b.dataset or 'folder:PATH':14} documented {documented:11} "
+                       f"{b.source}")
+        return
+    result = baselines.run(baselines.get(name), dataset=dataset, epochs=epochs, seed=seed,
+                          overrides=_parse_overrides(overrides), data_dir=data_dir,
+                          limit=limit, tracking_uri=tracking_uri)
+    click.echo(result)
+
+
+def _parse_overrides(pairs):
+    import yaml
+
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SweeperError(f"--set expects KEY=VALUE. Received: {pair!r}")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
+if __name__ == "__main__":
+    main()

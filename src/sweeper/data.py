@@ -1,0 +1,302 @@
+"""Datasets: Keras' named datasets, image folders and CSV-labelled folders, as uint8 arrays.
+
+Models hold their own preprocessing, so every source yields raw pixels (N, H, W, C) in uint8
+and integer labels. A data directory in `shared/data`'s layout is read before Keras' loaders,
+and then no network is touched.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sweeper.errors import DataError
+
+IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+DEFAULT_IMAGE_SIZE = (128, 128)
+
+
+@dataclass(frozen=True)
+class NamedDataset:
+    """One of Keras' built-in datasets, with its offline layout."""
+
+    shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    files: tuple[str, ...]
+    keras_loader: str
+
+
+NAMED = {
+    "mnist": NamedDataset((28, 28, 1), tuple("0123456789"), IDX_FILES, "mnist"),
+    "fashion_mnist": NamedDataset(
+        (28, 28, 1),
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        IDX_FILES,
+        "fashion_mnist",
+    ),
+    "cifar10": NamedDataset(
+        (32, 32, 3),
+        ("airplane", "automobile", "bird", "cat", "deer",
+         "dog", "frog", "horse", "ship", "truck"),
+        ("cifar10.npz",),
+        "cifar10",
+    ),
+}
+SOURCE_PREFIXES = ("folder:", "csv:")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train, validation and test splits in uint8, with class names."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    skipped_images: int = 0
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"train_size": len(self.y_train), "val_size": len(self.y_val),
+                "test_size": len(self.y_test)}
+
+
+def known_names() -> list[str]:
+    return [*NAMED, "folder:PATH", "csv:PATH.csv"]
+
+
+def check_name(name: str) -> None:
+    """Fails with the list of known datasets when `name` is none of them."""
+    if name in NAMED or name.startswith(SOURCE_PREFIXES):
+        return
+    raise DataError(f"Unknown dataset {name!r}. Known: {', '.join(known_names())}")
+
+
+def display_name(name: str) -> str:
+    """A short name for experiments and run names: `folder:data/fruits` -> `fruits`."""
+    if name.startswith(SOURCE_PREFIXES):
+        path = Path(name.split(":", 1)[1])
+        return path.stem if name.startswith("csv:") else path.name
+    return name
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    chosen = data_dir or os.environ.get("SWEEPER_DATA_DIR")
+    return Path(chosen) if chosen else None
+
+
+def load(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
+) -> Dataset:
+    """Loads a dataset once per process; later calls with the same arguments reuse it."""
+    check_name(name)
+    folder = resolve_data_dir(data_dir)
+    return _load_cached(name, str(folder) if folder else None, limit, val_fraction, seed,
+                        tuple(image_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(name, data_dir, limit, val_fraction, seed, image_size) -> Dataset:
+    if name in NAMED:
+        (x_train, y_train), (x_test, y_test) = _load_named(name, data_dir)
+        class_names, skipped = NAMED[name].class_names, 0
+    else:
+        x_train, y_train, x_test, y_test, class_names, skipped = _load_images(
+            name, image_size, seed)
+    if limit:
+        x_train, y_train = x_train[:limit], y_train[:limit]
+    x_train, y_train, x_val, y_val = _hold_out(x_train, y_train, val_fraction, seed)
+    return Dataset(display_name(name), x_train, y_train, x_val, y_val, x_test, y_test,
+                   tuple(class_names), skipped)
+
+
+def _hold_out(x, y, fraction, seed):
+    """Seeded validation split from the training data; the test set stays untouched."""
+    n_val = max(1, int(round(len(y) * fraction)))
+    if n_val >= len(y):
+        raise DataError(f"Too few training images ({len(y)}) to hold out {fraction:.0%} "
+                        "for validation")
+    order = np.random.default_rng(seed).permutation(len(y))
+    val, train = order[:n_val], np.sort(order[n_val:])
+    return x[train], y[train], x[val], y[val]
+
+
+# --- Keras' named datasets -------------------------------------------------------------
+
+def _load_named(name, data_dir):
+    spec = NAMED[name]
+    if data_dir is None:
+        return _with_channels(_keras_download(spec.keras_loader), spec.shape)
+    folder = Path(data_dir) / name
+    missing = [f for f in spec.files if not (folder / f).is_file()]
+    if missing:
+        raise DataError(f"{name}: missing {', '.join(str(folder / f) for f in missing)} "
+                        f"(expected {', '.join(spec.files)} in {folder})")
+    reader = _read_npz if spec.files == ("cifar10.npz",) else _read_idx_dir
+    return _with_channels(reader(folder), spec.shape)
+
+
+def _keras_download(loader_name):
+    import keras
+
+    return getattr(keras.datasets, loader_name).load_data()
+
+
+def _with_channels(splits, shape):
+    (x_train, y_train), (x_test, y_test) = splits
+    reshape = lambda x: x.reshape((len(x), *shape)).astype(np.uint8)  # noqa: E731
+    flat = lambda y: np.asarray(y).reshape(-1).astype(np.int64)  # noqa: E731
+    return (reshape(x_train), flat(y_train)), (reshape(x_test), flat(y_test))
+
+
+def _read_idx_dir(folder):
+    read = lambda f: read_idx(folder / f)  # noqa: E731
+    return ((read(IDX_FILES[0]), read(IDX_FILES[1])), (read(IDX_FILES[2]), read(IDX_FILES[3])))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Reads a gzipped IDX file: big-endian magic, one int32 per dimension, then uint8."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    magic = int.from_bytes(raw[:4], "big")
+    if magic not in (2049, 2051):
+        raise DataError(f"{path}: not an IDX file of uint8 (magic {magic}, expected 2049 "
+                        "for labels or 2051 for images)")
+    n_dims = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(n_dims)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * n_dims).reshape(dims)
+
+
+def _read_npz(folder):
+    with np.load(folder / "cifar10.npz") as f:
+        return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+
+
+# --- Image folders and CSV files ---------------------------------------------------------
+
+def _load_images(name, image_size, seed):
+    kind, path = name.split(":", 1)
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"{name}: {root} does not exist")
+    if kind == "csv":
+        files, labels, class_names = _read_label_csv(root)
+        train_idx, test_idx = _split_indices(len(files), 0.2, seed)
+        train_files, test_files = [files[i] for i in train_idx], [files[i] for i in test_idx]
+        train_labels, test_labels = labels[train_idx], labels[test_idx]
+    else:
+        train_dir, test_dir = _train_test_dirs(root)
+        class_names = _class_dirs(train_dir, name)
+        train_files, train_labels = _list_class_files(train_dir, class_names)
+        if test_dir is None:
+            train_idx, test_idx = _split_indices(len(train_files), 0.2, seed)
+            test_files = [train_files[i] for i in test_idx]
+            test_labels = train_labels[test_idx]
+            train_files = [train_files[i] for i in train_idx]
+            train_labels = train_labels[train_idx]
+        else:
+            test_files, test_labels = _list_class_files(test_dir, class_names)
+    x_train, y_train, skipped_train = _read_images(train_files, train_labels, image_size)
+    x_test, y_test, skipped_test = _read_images(test_files, test_labels, image_size)
+    if len(y_train) == 0:
+        raise DataError(f"{name}: no readable training images under {root}")
+    return x_train, y_train, x_test, y_test, class_names, skipped_train + skipped_test
+
+
+def _train_test_dirs(root):
+    """A `Training/` + `Test/` pair (fruits-360) if present, else the root alone."""
+    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    train = subdirs.get("training") or subdirs.get("train")
+    test = subdirs.get("test") or subdirs.get("testing")
+    return (train, test) if train and test else (root, None)
+
+
+def _class_dirs(folder, name):
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise DataError(f"{name}: expected one subfolder per class (at least 2) in {folder}, "
+                        f"found {len(classes)}")
+    return classes
+
+
+def _list_class_files(folder, class_names):
+    files, labels = [], []
+    for label, cls in enumerate(class_names):
+        for f in sorted((folder / cls).glob("*")) if (folder / cls).is_dir() else []:
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(f)
+                labels.append(label)
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+def _read_label_csv(csv_path):
+    """Rows of `filename,label`; a header row naming those columns is skipped."""
+    if not csv_path.is_file():
+        raise DataError(f"csv:{csv_path}: expected a CSV file of filename,label rows")
+    with open(csv_path, newline="") as f:
+        rows = [r for r in csv.reader(f) if r]
+    if rows and [c.strip().lower() for c in rows[0][:2]] == ["filename", "label"]:
+        rows = rows[1:]
+    bad = [i for i, r in enumerate(rows, 1) if len(r) < 2]
+    if bad or not rows:
+        raise DataError(f"csv:{csv_path}: expected rows of filename,label; "
+                        f"{'empty file' if not rows else f'row {bad[0]} has fewer than 2 columns'}")
+    class_names = sorted({r[1].strip() for r in rows})
+    index = {c: i for i, c in enumerate(class_names)}
+    files = [csv_path.parent / r[0].strip() for r in rows]
+    labels = np.asarray([index[r[1].strip()] for r in rows], dtype=np.int64)
+    return files, labels, class_names
+
+
+def _split_indices(n, test_fraction, seed):
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, int(round(n * test_fraction)))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def _read_images(files, labels, image_size):
+    """Decodes and resizes every file to RGB `image_size`; unreadable files are counted."""
+    from PIL import Image
+
+    height, width = image_size
+    images, kept = [], []
+    for f, label in zip(files, labels):
+        try:
+            with Image.open(f) as img:
+                images.append(np.asarray(img.convert("RGB").resize((width, height))))
+            kept.append(label)
+        except (OSError, ValueError):
+            continue
+    x = np.stack(images).astype(np.uint8) if images else np.zeros((0, height, width, 3),
+                                                                   np.uint8)
+    return x, np.asarray(kept, dtype=np.int64), len(files) - len(kept)

@@ -1,0 +1,51 @@
+"""CNN with BatchNorm blocks (Conv-BN-ReLU-MaxPool) and augmentation layers (baseline B5).
+
+Augmentation layers act in training only, so the exported model predicts on clean pixels.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from sweeper.families._layers import dense_head, pixel_input
+
+DEFAULTS = {
+    "conv_blocks": 2,
+    "filters": 32,
+    "kernel_size": 3,
+    "dense_units": 128,
+    "dropout": 0.3,
+    "flip": "horizontal",  # "none" for digits, where a mirrored 2 is no longer a 2
+    "rotation": 0.05,
+    "zoom": 0.1,
+    "contrast": 0.1,
+}
+
+
+def build(params, input_shape, n_classes) -> keras.Model:
+    p = {**DEFAULTS, **params}
+    inputs, x = pixel_input(input_shape)
+    x = _augment(x, p)
+    for block in range(p["conv_blocks"]):
+        x = layers.Conv2D(p["filters"] * 2**block, p["kernel_size"], padding="same",
+                          use_bias=False, name=f"conv{block + 1}")(x)
+        x = layers.BatchNormalization(name=f"bn{block + 1}")(x)
+        x = layers.ReLU(name=f"relu{block + 1}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{block + 1}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    outputs = dense_head(x, n_classes, units=p["dense_units"], n_layers=1,
+                         dropout=p["dropout"])
+    return keras.Model(inputs, outputs, name="cnn_bn")
+
+
+def _augment(x, p):
+    if p["flip"] != "none":
+        x = layers.RandomFlip(p["flip"], name="flip")(x)
+    if p["rotation"]:
+        x = layers.RandomRotation(p["rotation"], name="rotation")(x)
+    if p["zoom"]:
+        x = layers.RandomZoom(p["zoom"], name="zoom")(x)
+    if p["contrast"]:
+        x = layers.RandomContrast(p["contrast"], name="contrast")(x)
+    return x

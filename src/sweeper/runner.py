@@ -1,0 +1,69 @@
+"""Glue for one tracked trial: train it (`train`) inside an MLflow run (`tracking`).
+
+Baselines, both sweep engines and `rerun` all come through here, so every run carries the
+same params, curves and artifacts whichever path started it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import keras
+import mlflow
+
+from sweeper import tracking
+from sweeper.data import Dataset
+from sweeper.train import TrialResult, defaults, train
+
+
+class EpochPrinter(keras.callbacks.Callback):
+    """One plain line per epoch, so logs and pipes read well."""
+
+    def __init__(self, label: str, epochs: int, metric: str = "val_accuracy", stream=None):
+        super().__init__()
+        self.label, self.epochs, self.metric = label, epochs, metric
+        self.stream = stream or sys.stdout
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        keys = dict.fromkeys(("loss", "val_loss", "val_accuracy", self.metric))
+        shown = " ".join(f"{k}={logs[k]:.4f}" for k in keys if k in logs)
+        print(f"  {self.label} epoch {epoch + 1}/{self.epochs} {shown} "
+              f"({time.perf_counter() - self._started:.1f}s)", file=self.stream, flush=True)
+
+
+def tracked_trial(
+    family: str,
+    params: dict,
+    dataset: Dataset,
+    *,
+    experiment: str,
+    run_name: str,
+    epochs: int,
+    seed: int,
+    tags: dict,
+    parent_run_id: str | None = None,
+    should_prune=None,
+    on_run_started=None,
+) -> tuple[TrialResult | None, tracking.TrialRun]:
+    """Trains one trial and logs it; a pruned trial is logged with its curves so far."""
+    full = {**defaults(family), **params}
+    logged = {**full, "family": family, "dataset": dataset.name, "seed": seed,
+              "max_epochs": epochs, **dataset.sizes}
+    all_tags = {"family": family, "dataset": dataset.name, **tags}
+    with tracking.trial_run(experiment, run_name, logged, all_tags, parent_run_id) as run:
+        if on_run_started:
+            on_run_started(run)
+        callbacks = [tracking.EpochLogger(run.run_id), EpochPrinter(run_name, epochs)]
+        result = train(family, full, dataset, epochs=epochs, seed=seed, callbacks=callbacks,
+                       should_prune=should_prune)
+        if result.pruned:
+            run.state = "pruned"
+        tracking.log_result(result, dataset, with_model=not result.pruned)
+        mlflow.set_tag("best_val_accuracy", f"{result.best('val_accuracy'):.4f}")
+    return result, run

@@ -1,0 +1,203 @@
+"""One trial: build, compile, fit, evaluate. Reads top to bottom; tracking comes in as callbacks."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from sweeper import families
+from sweeper.data import Dataset
+from sweeper.errors import SweeperError, TrialFailed
+
+# Parameters of training shared by every family; a family adds its own (`family.DEFAULTS`).
+TRAIN_DEFAULTS = {
+    "batch_size": 128,
+    "optimizer": "adam",
+    "learning_rate": 1e-3,
+    "lr_schedule": "constant",  # or "exponential": ExponentialDecay(lr, decay_steps, decay_rate)
+    "decay_steps": 1000,
+    "decay_rate": 0.9,
+    "momentum": 0.9,  # for sgd and rmsprop
+    "loss": "crossentropy",  # or "mse" on one-hot targets (baseline B6)
+    "early_stopping_patience": 3,  # 0 turns early stopping off
+    "early_stopping_monitor": "val_loss",
+}
+OPTIMIZERS = {
+    "adam": lambda lr, p: keras.optimizers.Adam(lr),
+    "adamax": lambda lr, p: keras.optimizers.Adamax(lr),
+    "nadam": lambda lr, p: keras.optimizers.Nadam(lr),
+    "rmsprop": lambda lr, p: keras.optimizers.RMSprop(lr, momentum=p["momentum"]),
+    "sgd": lambda lr, p: keras.optimizers.SGD(lr, momentum=p["momentum"]),
+}
+
+
+def defaults(family: str) -> dict:
+    """Every parameter a trial of `family` reads, with its default."""
+    return {**TRAIN_DEFAULTS, **families.get(family).DEFAULTS}
+
+
+@dataclass
+class TrialResult:
+    model: keras.Model
+    history: dict[str, list[float]]
+    test: dict[str, float]
+    test_probabilities: np.ndarray
+    train_seconds: float
+    images_per_second: float
+    pruned: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history.get("loss", []))
+
+    def best(self, metric: str, direction: str = "maximize") -> float:
+        values = [v for v in self.history.get(metric, []) if not math.isnan(v)]
+        if not values:
+            return float("nan")
+        return max(values) if direction == "maximize" else min(values)
+
+
+class Pruned(keras.callbacks.Callback):
+    """Stops fit when `should_prune(epoch, logs)` says so, and remembers that it did."""
+
+    def __init__(self, should_prune):
+        super().__init__()
+        self.should_prune = should_prune
+        self.pruned = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.should_prune(epoch, logs or {}):
+            self.pruned = True
+            self.model.stop_training = True
+
+
+def train(
+    family: str,
+    params: dict,
+    dataset: Dataset,
+    *,
+    epochs: int,
+    seed: int,
+    callbacks=(),
+    should_prune=None,
+    verbose: int = 0,
+) -> TrialResult:
+    """Trains one model; raises `TrialFailed` if the loss becomes NaN."""
+    p = {**defaults(family), **params}
+    keras.backend.clear_session(free_memory=True)  # memory must not grow across trials
+    keras.utils.set_random_seed(seed)  # Python, NumPy and TF at once
+
+    module = families.get(family)
+    model = module.build(p, dataset.input_shape, dataset.n_classes)
+    model.compile(optimizer=make_optimizer(p, p["learning_rate"]), loss=_loss(p),
+                  metrics=["accuracy"])
+    pruner = Pruned(should_prune) if should_prune else None
+    fit_callbacks = [*_standard_callbacks(p), *callbacks, *([pruner] if pruner else [])]
+    y_train, y_val = _targets(p, dataset.y_train, dataset.n_classes), _targets(
+        p, dataset.y_val, dataset.n_classes)
+
+    start = time.perf_counter()
+    fit = model.fit(dataset.x_train, y_train, validation_data=(dataset.x_val, y_val),
+                    epochs=epochs, batch_size=p["batch_size"], callbacks=fit_callbacks,
+                    verbose=verbose)
+    history = {k: list(map(float, v)) for k, v in fit.history.items()}
+    pruned = bool(pruner and pruner.pruned)
+    if _fine_tunes(module, p) and not pruned:
+        history = _fine_tune(model, module, p, dataset, y_train, y_val, fit_callbacks,
+                             history, verbose)
+    train_seconds = time.perf_counter() - start
+    if any(math.isnan(v) or math.isinf(v) for v in history.get("loss", [])):
+        raise TrialFailed(f"loss became NaN at epoch {len(history['loss'])}")
+
+    probs = model.predict(dataset.x_test, batch_size=512, verbose=0)
+    images = len(dataset.y_train) * len(history.get("loss", []))
+    return TrialResult(model, history, evaluate(probs, dataset.y_test, p["loss"]), probs,
+                       train_seconds, images / max(train_seconds, 1e-9), pruned)
+
+
+def make_optimizer(p: dict, learning_rate: float) -> keras.optimizers.Optimizer:
+    if p["optimizer"] not in OPTIMIZERS:
+        raise SweeperError(f"Unknown optimizer {p['optimizer']!r}. Known: "
+                           f"{', '.join(OPTIMIZERS)}")
+    if p["lr_schedule"] == "exponential":
+        learning_rate = keras.optimizers.schedules.ExponentialDecay(
+            learning_rate, decay_steps=p["decay_steps"], decay_rate=p["decay_rate"])
+    elif p["lr_schedule"] != "constant":
+        raise SweeperError(f"Unknown lr_schedule {p['lr_schedule']!r}. Known: constant, "
+                           "exponential")
+    return OPTIMIZERS[p["optimizer"]](learning_rate, p)
+
+
+def evaluate(probs: np.ndarray, y_true: np.ndarray, loss: str = "crossentropy") -> dict:
+    """Test metrics from predicted probabilities: accuracy, loss, macro P/R/F1, ROC AUC."""
+    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+
+    y_pred = probs.argmax(axis=1)
+    n_classes = probs.shape[1]
+    if loss == "mse":
+        test_loss = float(np.mean((probs - np.eye(n_classes)[y_true]) ** 2))
+    else:
+        picked = probs[np.arange(len(y_true)), y_true]
+        test_loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=range(n_classes), average="macro", zero_division=0)
+    return {
+        "test_accuracy": float(np.mean(y_pred == y_true)),
+        "test_loss": test_loss,
+        "test_precision": float(precision),
+        "test_recall": float(recall),
+        "test_f1": float(f1),
+        "test_roc_auc": _roc_auc(roc_auc_score, y_true, probs),
+    }
+
+
+def _roc_auc(roc_auc_score, y_true, probs):
+    """One-vs-rest AUC; NaN when the test set lacks a class (AUC is undefined then)."""
+    if len(np.unique(y_true)) < probs.shape[1]:
+        return float("nan")
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(y_true, probs[:, 1]))
+    return float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro"))
+
+
+def _loss(p):
+    if p["loss"] == "mse":
+        return "mean_squared_error"
+    if p["loss"] == "crossentropy":
+        return "sparse_categorical_crossentropy"
+    raise SweeperError(f"Unknown loss {p['loss']!r}. Known: crossentropy, mse")
+
+
+def _targets(p, y, n_classes):
+    return np.eye(n_classes, dtype="float32")[y] if p["loss"] == "mse" else y
+
+
+def _standard_callbacks(p):
+    callbacks = [keras.callbacks.TerminateOnNaN()]
+    if p["early_stopping_patience"]:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=p["early_stopping_monitor"], patience=p["early_stopping_patience"],
+            restore_best_weights=True))
+    return callbacks
+
+
+def _fine_tunes(module, p):
+    return hasattr(module, "fine_tune") and p.get("fine_tune_epochs", 0) > 0
+
+
+def _fine_tune(model, module, p, dataset, y_train, y_val, callbacks, history, verbose):
+    """Second phase (transfer learning): unfreeze the backbone's top, train slowly."""
+    module.fine_tune(model, p)
+    model.compile(optimizer=make_optimizer({**p, "lr_schedule": "constant"},
+                                           p["fine_tune_learning_rate"]),
+                  loss=_loss(p), metrics=["accuracy"])
+    done = len(history["loss"])
+    more = model.fit(dataset.x_train, y_train, validation_data=(dataset.x_val, y_val),
+                     initial_epoch=done, epochs=done + p["fine_tune_epochs"],
+                     batch_size=p["batch_size"], callbacks=callbacks, verbose=verbose)
+    return {k: v + list(map(float, more.history.get(k, []))) for k, v in history.items()}

@@ -1,0 +1,63 @@
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from sweeper import baselines, families, train
+from sweeper.cli import main
+
+
+def test_every_recipe_names_a_family_and_only_its_parameters():
+    for b in baselines.BASELINES.values():
+        assert b.family in families.FAMILIES
+        assert set(b.params) <= set(train.defaults(b.family)), b.name
+
+
+def test_list_prints_the_six_recipes_with_documented_results():
+    out = CliRunner().invoke(main, ["baseline", "--list"]).output
+    for name in ("mlp-mnist", "cnn-mnist", "cnn-cifar10", "transfer-folder",
+                 "cnn_bn-fashion_mnist", "cnn-catsdogs"):
+        assert name in out
+    assert "98.50%" in out and "71.53%" in out
+
+
+def test_baseline_runs_as_documented_and_is_tagged(workdir):
+    result = CliRunner().invoke(main, ["baseline", "cnn-mnist", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    run_id = result.output.strip().split()[-1]
+    run = MlflowClient().get_run(run_id)
+    assert run.data.tags["kind"] == "baseline"
+    assert run.data.tags["documented_accuracy"] == "0.985"
+    assert run.data.params["kernel_initializer"] == "he_uniform"
+    assert run.data.params["early_stopping_patience"] == "2"
+    assert run.data.metrics["params_count"] == 628_630
+
+
+def test_catsdogs_runs_on_any_two_class_folder(workdir, image_folder):
+    result = CliRunner().invoke(main, ["baseline", "cnn-catsdogs", "--dataset",
+                                       f"folder:{image_folder}", "--epochs", "1",
+                                       "--set", "filters=4", "--set", "dense_units=8"])
+    assert result.exit_code == 0, result.output
+    run = MlflowClient().get_run(result.output.strip().split()[-1])
+    assert run.data.params["loss"] == "mse" and run.data.params["dataset"] == "pets"
+
+
+def test_transfer_baseline_with_random_weights(workdir, image_folder):
+    result = CliRunner().invoke(main, [
+        "baseline", "transfer-folder", "--dataset", f"folder:{image_folder}", "--epochs", "1",
+        "--set", "weights=none", "--set", "input_size=32", "--set", "fine_tune_epochs=1",
+        "--set", "dense_units=8"])
+    assert result.exit_code == 0, result.output
+    run = MlflowClient().get_run(result.output.strip().split()[-1])
+    assert run.data.metrics["epochs"] == 2  # one epoch of the head, one of fine-tuning
+
+
+def test_folder_recipe_without_a_folder_says_what_to_pass(workdir):
+    result = CliRunner().invoke(main, ["baseline", "transfer-folder"])
+    assert result.exit_code == 2
+    assert "pass --dataset folder:PATH" in result.output
+
+
+def test_unknown_baseline_and_parameter_are_refused(workdir):
+    result = CliRunner().invoke(main, ["baseline", "resnet-imagenet"])
+    assert result.exit_code == 2 and "Known: mlp-mnist, cnn-mnist" in result.output
+    result = CliRunner().invoke(main, ["baseline", "cnn-mnist", "--set", "filtres=3"])
+    assert result.exit_code == 2 and "Unknown parameter(s) for family cnn: filtres" in result.output

@@ -1,0 +1,69 @@
+import math
+
+import numpy as np
+import pytest
+
+from sweeper import data, train
+from sweeper.errors import SweeperError, TrialFailed
+
+
+@pytest.fixture
+def mnist(data_dir):
+    return data.load("mnist", data_dir=data_dir)
+
+
+@pytest.mark.parametrize("optimizer", sorted(train.OPTIMIZERS))
+def test_every_optimizer_trains(optimizer, mnist):
+    result = train.train("mlp", {"units": 16, "optimizer": optimizer, "batch_size": 32},
+                         mnist, epochs=2, seed=0)
+    assert result.epochs == 2
+    assert set(result.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert 0.0 <= result.test["test_accuracy"] <= 1.0
+
+
+def test_exponential_decay_lowers_the_learning_rate(mnist):
+    params = {"lr_schedule": "exponential", "learning_rate": 0.01, "decay_steps": 2,
+              "decay_rate": 0.5}
+    optimizer = train.make_optimizer({**train.TRAIN_DEFAULTS, **params}, 0.01)
+    optimizer.build([])
+    schedule = optimizer._learning_rate
+    assert float(schedule(0)) == pytest.approx(0.01)
+    assert float(schedule(4)) == pytest.approx(0.0025)
+
+
+def test_nan_loss_fails_the_trial(mnist):
+    with pytest.raises(TrialFailed, match="NaN"):
+        train.train("mlp", {"units": 16, "optimizer": "sgd", "learning_rate": 1e12,
+                            "momentum": 0.0}, mnist, epochs=3, seed=0)
+
+
+def test_pruning_hook_stops_after_the_epoch_it_says(mnist):
+    result = train.train("mlp", {"units": 8}, mnist, epochs=5, seed=0,
+                         should_prune=lambda epoch, logs: epoch == 1)
+    assert result.pruned and result.epochs == 2
+
+
+def test_same_seed_same_result(mnist):
+    runs = [train.train("cnn", {"filters": 4, "dense_units": 8, "batch_size": 32}, mnist,
+                        epochs=1, seed=7).history["loss"][0] for _ in range(2)]
+    assert runs[0] == pytest.approx(runs[1], rel=1e-4)
+
+
+def test_evaluate_computes_test_metrics_from_probabilities():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    metrics = train.evaluate(probs, np.array([0, 1, 1, 1]))
+    assert metrics["test_accuracy"] == 0.75
+    assert metrics["test_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.8, 0.4, 0.7])))
+    assert metrics["test_recall"] == pytest.approx((1.0 + 2 / 3) / 2)
+    assert metrics["test_roc_auc"] == pytest.approx(1.0)
+    assert math.isnan(train.evaluate(probs, np.array([0, 0, 0, 0]))["test_roc_auc"])
+
+
+def test_mse_loss_trains_on_one_hot_targets(mnist):
+    result = train.train("mlp", {"units": 8, "loss": "mse"}, mnist, epochs=1, seed=0)
+    assert result.test["test_loss"] < 0.2
+
+
+def test_unknown_optimizer_names_the_known_ones(mnist):
+    with pytest.raises(SweeperError, match="Known: adam, adamax, nadam, rmsprop, sgd"):
+        train.train("mlp", {"optimizer": "adagrad"}, mnist, epochs=1, seed=0)

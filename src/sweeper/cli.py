@@ -100,6 +100,35 @@ def baseline(name, show_list, dataset, epochs, seed, overrides, data_dir, limit,
     click.echo(result)
 
 
+@main.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.option("--trials", type=click.IntRange(min=1), help="Budget: finished trials in all.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Stop starting trials after this many minutes.")
+@click.option("--engine", type=click.Choice(["optuna", "keras-tuner"]))
+@click.option("--storage", help="Optuna storage URL (default sqlite:///mlruns/optuna.db).")
+@click.option("--study", help="Study name (default: the file's `study`, else its name).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Max epochs per trial.")
+@data_options
+@tracking_option
+@user_errors
+def sweep(sweep_file, trials, timeout, engine, storage, study, epochs, data_dir, limit,
+          tracking_uri):
+    """Run (or resume) the sweep described in SWEEP_FILE."""
+    from sweeper import config
+    from sweeper.sweep import run_sweep
+
+    spec = config.load(sweep_file).with_overrides(
+        trials=trials, timeout_minutes=timeout, engine=engine, study=study,
+        max_epochs=epochs, limit=limit)
+    click.echo(f"sweep {spec.study}: {spec.dataset}, {', '.join(spec.families)}; "
+               f"{spec.engine}/{spec.sampler}, pruner {spec.pruner}, {spec.trials} trials"
+               f"{f', {spec.timeout_minutes:g} min' if spec.timeout_minutes else ''}, "
+               f"<= {spec.max_epochs} epochs each")
+    parent = run_sweep(spec, storage=storage, data_dir=data_dir, tracking_uri=tracking_uri)
+    click.echo(f"sweep {spec.study} done; parent run {parent}")
+
+
 def _parse_overrides(pairs):
     import yaml
 

@@ -1,0 +1,219 @@
+"""Sweep files: load, validate every field at once, and hold the result as a `SweepSpec`.
+
+An error names the file, the field path, what was expected and the value received; nothing
+runs and nothing is written until the whole file is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from sweeper import data, families, space, train
+from sweeper.errors import ConfigError
+
+ENGINES = {
+    "optuna": ("tpe", "random", "cmaes", "gp", "grid"),
+    "keras-tuner": ("random", "bayesian", "hyperband"),
+}
+DEFAULT_SAMPLER = {"optuna": "tpe", "keras-tuner": "bayesian"}
+PRUNERS = ("none", "median", "hyperband", "successive-halving")
+METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
+PRECISIONS = ("float32", "mixed_bfloat16")
+TOP_KEYS = ("dataset", "data", "engine", "sampler", "pruner", "objective", "budget", "seed",
+            "study", "precision", "families")
+
+
+@dataclass
+class SweepSpec:
+    path: str
+    dataset: str
+    families: space.SearchSpace
+    engine: str = "optuna"
+    sampler: str = "tpe"
+    pruner: str = "none"
+    metric: str = "val_accuracy"
+    direction: str = "maximize"
+    trials: int = 20
+    timeout_minutes: float | None = None
+    max_epochs: int = 10
+    seed: int = 0
+    study: str = ""
+    precision: str = "float32"
+    val_fraction: float = 0.1
+    image_size: tuple[int, int] = data.DEFAULT_IMAGE_SIZE
+    limit: int | None = None
+    text: str = field(default="", repr=False)
+
+    def with_overrides(self, **overrides) -> "SweepSpec":
+        """CLI options win over the file; an engine switch keeps a sampler it knows."""
+        chosen = {k: v for k, v in overrides.items() if v is not None}
+        spec = dataclasses.replace(self, **chosen)
+        if spec.sampler not in ENGINES[spec.engine]:
+            spec = dataclasses.replace(spec, sampler=DEFAULT_SAMPLER[spec.engine])
+        if spec.engine == "keras-tuner" and spec.pruner != "none":
+            spec = dataclasses.replace(spec, pruner="none")
+        return spec
+
+
+def load(path: str | Path) -> SweepSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, [f"file not found: {path}"])
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(path, [f"not valid YAML: {str(error).splitlines()[0]}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(path, ["expected a mapping of fields (dataset, families, ...)"])
+    problems: list[str] = []
+    spec = _build(raw, path, problems)
+    if problems:
+        raise ConfigError(path, problems)
+    spec.text = text
+    return spec
+
+
+def _build(raw, path, problems) -> SweepSpec | None:
+    def problem(field_path, expected, received):
+        problems.append(f"{field_path}: expected {expected}. Received: {received!r}")
+
+    for key in raw:
+        if key not in TOP_KEYS:
+            problem(key, f"one of {', '.join(TOP_KEYS)}", key)
+    dataset = raw.get("dataset")
+    if not isinstance(dataset, str):
+        problem("dataset", "a dataset name", dataset)
+    elif not (dataset in data.NAMED or dataset.startswith(data.SOURCE_PREFIXES)):
+        problem("dataset", f"one of {', '.join(data.known_names())}", dataset)
+
+    engine = _one_of(raw, "engine", tuple(ENGINES), "optuna", problem)
+    sampler = _one_of(raw, "sampler", ENGINES.get(engine, ()), DEFAULT_SAMPLER.get(engine),
+                      problem, f"a sampler of {engine}")
+    pruner = _one_of(raw, "pruner", PRUNERS, "none", problem)
+    if engine == "keras-tuner" and pruner not in ("none", None):
+        problem("pruner", "none with keras-tuner (its hyperband sampler prunes)", pruner)
+    precision = _one_of(raw, "precision", PRECISIONS, "float32", problem)
+
+    objective = _mapping(raw, "objective", problem)
+    metric = objective.get("metric", "val_accuracy")
+    if metric not in METRICS:
+        problem("objective.metric", f"one of {', '.join(METRICS)}", metric)
+    direction = objective.get("direction", METRICS.get(metric, "maximize"))
+    if metric in METRICS and direction != METRICS[metric]:
+        problem("objective.direction", f"{METRICS[metric]} for {metric}", direction)
+
+    _unknown(objective, ("metric", "direction"), "objective", problem)
+    budget = _mapping(raw, "budget", problem)
+    _unknown(budget, ("trials", "timeout_minutes", "max_epochs"), "budget", problem)
+    trials = _positive(budget, "trials", 20, int, problem, "budget.")
+    timeout = _positive(budget, "timeout_minutes", None, (int, float), problem, "budget.")
+    max_epochs = _positive(budget, "max_epochs", 10, int, problem, "budget.")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        problem("seed", "an integer", seed)
+
+    options = _mapping(raw, "data", problem)
+    val_fraction = options.get("validation_split", 0.1)
+    if not isinstance(val_fraction, float) or not 0 < val_fraction < 1:
+        problem("data.validation_split", "a fraction between 0 and 1", val_fraction)
+    image_size = options.get("image_size", list(data.DEFAULT_IMAGE_SIZE))
+    if not (isinstance(image_size, list) and len(image_size) == 2
+            and all(isinstance(s, int) and s >= 8 for s in image_size)):
+        problem("data.image_size", "[height, width] in pixels, each at least 8", image_size)
+    limit = _positive(options, "limit", None, int, problem, "data.")
+    _unknown(options, ("validation_split", "image_size", "limit"), "data", problem)
+
+    search = _families(raw.get("families"), problem)
+    if sampler == "grid" and search and (len(search) != 1 or space.grid(search) is None):
+        problem("sampler", "grid on one family whose parameters are choices or stepped "
+                "ranges", sampler)
+    if problems:
+        return None
+    return SweepSpec(
+        path=str(path), dataset=dataset, families=search, engine=engine, sampler=sampler,
+        pruner=pruner, metric=metric, direction=direction, trials=trials,
+        timeout_minutes=timeout, max_epochs=max_epochs, seed=seed,
+        study=str(raw.get("study") or Path(path).stem), precision=precision,
+        val_fraction=val_fraction, image_size=tuple(image_size), limit=limit)
+
+
+def _families(raw, problem) -> space.SearchSpace:
+    if not isinstance(raw, dict) or not raw:
+        problem("families", f"a mapping of family -> parameters (families: "
+                f"{', '.join(families.FAMILIES)})", raw)
+        return {}
+    parsed: space.SearchSpace = {}
+    for family, params in raw.items():
+        if family not in families.FAMILIES:
+            problem(f"families.{family}", f"one of {', '.join(families.FAMILIES)}", family)
+            continue
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            problem(f"families.{family}", "a mapping of parameter -> range", params)
+            continue
+        known = train.defaults(family)
+        parsed[family] = {}
+        for name, entry in params.items():
+            field_path = f"families.{family}.{name}"
+            if name not in known:
+                problem(field_path, f"a parameter of {family}: {', '.join(known)}", name)
+                continue
+            param, expected = space.parse(entry)
+            expected = expected or _type_mismatch(param, known[name])
+            if expected:
+                problem(field_path, expected, entry)
+            else:
+                parsed[family][name] = param
+    return parsed
+
+
+def _type_mismatch(param, default) -> str | None:
+    """Values must have the default's type: an int parameter takes no 0.5, a name no 3."""
+    values = {space.Int: lambda p: [p.low], space.Float: lambda p: [p.low],
+              space.Choice: lambda p: list(p.values), space.Fixed: lambda p: [p.value]}
+    kind = (int if isinstance(default, int) and not isinstance(default, bool)
+            else float if isinstance(default, float) else type(default))
+    ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}.get(
+        kind, lambda v: isinstance(v, kind))
+    if isinstance(param, space.Float) and kind is int:
+        return "an int range or choice (this parameter is an integer)"
+    if not all(ok(v) for v in values[type(param)](param)):
+        return f"values of type {kind.__name__}"
+    return None
+
+
+def _unknown(mapping, allowed, prefix, problem):
+    for key in mapping:
+        if key not in allowed:
+            problem(f"{prefix}.{key}", f"one of {', '.join(allowed)}", key)
+
+
+def _one_of(raw, key, allowed, default, problem, expected=None):
+    value = raw.get(key, default)
+    if value not in allowed:
+        problem(key, f"{expected or key} ({', '.join(allowed)})", value)
+    return value
+
+
+def _mapping(raw, key, problem) -> dict:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        problem(key, "a mapping", value)
+        return {}
+    return value
+
+
+def _positive(raw, key, default, kind, problem, prefix=""):
+    value = raw.get(key, default)
+    if value is None and default is None:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool) or value <= 0:
+        problem(f"{prefix}{key}", "a positive number", value)
+    return value

@@ -6,14 +6,11 @@ Errors are caught here only: a `SweeperError` becomes one line on stderr and exi
 from __future__ import annotations
 
 import functools
-import os
 import sys
 
 import click
 
 from sweeper.errors import SweeperError
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
 
 
 def data_options(f):

@@ -49,19 +49,17 @@ def tracked_trial(
     tags: dict,
     parent_run_id: str | None = None,
     should_prune=None,
-    on_run_started=None,
+    precision: str = "float32",
 ) -> tuple[TrialResult | None, tracking.TrialRun]:
     """Trains one trial and logs it; a pruned trial is logged with its curves so far."""
     full = {**defaults(family), **params}
     logged = {**full, "family": family, "dataset": dataset.name, "seed": seed,
-              "max_epochs": epochs, **dataset.sizes}
+              "max_epochs": epochs, "precision": precision, **dataset.sizes}
     all_tags = {"family": family, "dataset": dataset.name, **tags}
     with tracking.trial_run(experiment, run_name, logged, all_tags, parent_run_id) as run:
-        if on_run_started:
-            on_run_started(run)
         callbacks = [tracking.EpochLogger(run.run_id), EpochPrinter(run_name, epochs)]
         result = train(family, full, dataset, epochs=epochs, seed=seed, callbacks=callbacks,
-                       should_prune=should_prune)
+                       should_prune=should_prune, precision=precision)
         if result.pruned:
             run.state = "pruned"
         tracking.log_result(result, dataset, with_model=not result.pruned)

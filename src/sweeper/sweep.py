@@ -55,7 +55,8 @@ class TrialRunner:
             result, run = runner.tracked_trial(
                 family, {**_fixed(spec.families[family]), **params}, self.dataset,
                 experiment=self.experiment, run_name=label, epochs=epochs or spec.max_epochs,
-                seed=spec.seed + number, tags=tags, parent_run_id=self.parent_run_id)
+                seed=spec.seed + number, tags=tags, parent_run_id=self.parent_run_id,
+                should_prune=should_prune, precision=spec.precision)
         except BaseException as error:
             print(f"  {label} failed: {type(error).__name__}: {error}", flush=True)
             raise

@@ -85,12 +85,17 @@ def train(
     seed: int,
     callbacks=(),
     should_prune=None,
+    precision: str = "float32",
     verbose: int = 0,
 ) -> TrialResult:
-    """Trains one model; raises `TrialFailed` if the loss becomes NaN."""
+    """Trains one model; raises `TrialFailed` if the loss becomes NaN.
+
+    `precision` is a Keras dtype policy: "float32", or "mixed_bfloat16" on CPUs with bf16.
+    """
     p = {**defaults(family), **params}
     keras.backend.clear_session(free_memory=True)  # memory must not grow across trials
     keras.utils.set_random_seed(seed)  # Python, NumPy and TF at once
+    keras.mixed_precision.set_global_policy(precision)
 
     module = families.get(family)
     model = module.build(p, dataset.input_shape, dataset.n_classes)

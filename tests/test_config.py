@@ -1,0 +1,103 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweeper import config, space
+from sweeper.errors import ConfigError
+
+SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
+VALID = {
+    "dataset": "mnist",
+    "engine": "optuna",
+    "sampler": "tpe",
+    "pruner": "median",
+    "objective": {"metric": "val_accuracy", "direction": "maximize"},
+    "budget": {"trials": 4, "timeout_minutes": 5, "max_epochs": 2},
+    "families": {"cnn": {"filters": {"choice": [8, 16]}, "dropout": {"float": [0.0, 0.5]},
+                         "learning_rate": {"float": [1e-4, 1e-2], "log": True},
+                         "conv_blocks": {"int": [1, 2]}, "kernel_size": 3}},
+}
+
+
+def write(tmp_path, body) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def problems_of(tmp_path, **changes) -> list[str]:
+    body = {**VALID, **changes}
+    with pytest.raises(ConfigError) as error:
+        config.load(write(tmp_path, body))
+    assert str(tmp_path / "sweep.yaml") in str(error.value)  # the message names the file
+    return error.value.problems
+
+
+def test_a_valid_file_loads_into_a_spec(tmp_path):
+    spec = config.load(write(tmp_path, VALID))
+    assert spec.trials == 4 and spec.max_epochs == 2 and spec.study == "sweep"
+    cnn = spec.families["cnn"]
+    assert cnn["filters"] == space.Choice((8, 16))
+    assert cnn["learning_rate"] == space.Float(1e-4, 1e-2, None, True)
+    assert cnn["conv_blocks"] == space.Int(1, 2) and cnn["kernel_size"] == space.Fixed(3)
+
+
+@pytest.mark.parametrize("changes,expected", [
+    ({"dataset": "imagenet"}, "dataset: expected one of mnist, fashion_mnist, cifar10"),
+    ({"engine": "hyperopt"}, "engine: expected engine (optuna, keras-tuner). Received: 'hyperopt'"),
+    ({"sampler": "bayesian"}, "sampler: expected a sampler of optuna (tpe, random, cmaes, gp, grid)"),
+    ({"pruner": "patience"}, "pruner: expected pruner (none, median, hyperband, successive-halving)"),
+    ({"budget": {"trials": 0}}, "budget.trials: expected a positive number. Received: 0"),
+    ({"budget": {"trails": 3}}, "budget.trails: expected one of trials, timeout_minutes, max_epochs"),
+    ({"objective": {"metric": "val_loss", "direction": "maximize"}},
+     "objective.direction: expected minimize for val_loss"),
+    ({"families": {"resnet": {}}}, "families.resnet: expected one of mlp, cnn, cnn_bn, transfer"),
+    ({"families": {"cnn": {"filtres": 3}}}, "families.cnn.filtres: expected a parameter of cnn: "),
+    ({"families": {"cnn": {"dropout": {"float": [0.5, 0.1]}}}},
+     "families.cnn.dropout: expected float: low < high (received [0.5, 0.1])"),
+    ({"families": {"cnn": {"learning_rate": {"float": [0, 1], "log": True}}}},
+     "families.cnn.learning_rate: expected float: low > 0 with log: true"),
+    ({"families": {"cnn": {"filters": {"float": [8, 64]}}}},
+     "families.cnn.filters: expected an int range or choice"),
+    ({"families": {"cnn": {"optimizer": {"choice": []}}}},
+     "families.cnn.optimizer: expected choice: a non-empty list"),
+    ({"families": {"cnn": {"dropout": {"uniform": [0, 1]}}}},
+     "families.cnn.dropout: expected exactly one of int, float or choice"),
+    ({"engine": "keras-tuner", "sampler": "random", "pruner": "median"},
+     "pruner: expected none with keras-tuner"),
+    ({"epochs": 3}, "epochs: expected one of dataset, data,"),
+])
+def test_each_mistake_names_its_field_and_what_was_expected(tmp_path, changes, expected):
+    problems = problems_of(tmp_path, **changes)
+    assert any(expected in p for p in problems), problems
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    problems = problems_of(tmp_path, engine="hyperopt", dataset=3, seed="x")
+    assert len(problems) >= 3
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("families: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(bad)
+    with pytest.raises(ConfigError, match="file not found"):
+        config.load(tmp_path / "missing.yaml")
+
+
+def test_overrides_switch_engine_and_keep_a_sampler_it_knows(tmp_path):
+    spec = config.load(write(tmp_path, VALID)).with_overrides(engine="keras-tuner", trials=9,
+                                                               max_epochs=None)
+    assert (spec.engine, spec.sampler, spec.pruner, spec.trials, spec.max_epochs) == (
+        "keras-tuner", "bayesian", "none", 9, 2)
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_every_sweep_file_is_valid_and_holds_its_baselines(path):
+    from sweeper.sweep import baseline_points
+
+    spec = config.load(path)
+    assert path.read_text().startswith("# ")  # the first line says how to run it
+    assert set(baseline_points(spec)) == set(spec.families)

@@ -1,0 +1,146 @@
+"""Whole sweeps on tiny data, through the CLI, for both engines."""
+
+import mlflow
+import optuna
+import pytest
+import yaml
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from sweeper import config, runner
+from sweeper.cli import main
+from sweeper.engines import optuna_engine
+from sweeper.sweep import run_sweep
+
+TINY_SWEEP = {
+    "dataset": "mnist",
+    "engine": "optuna",
+    "sampler": "tpe",
+    "pruner": "none",
+    "budget": {"trials": 3, "max_epochs": 1},
+    "families": {
+        # holds the cnn-mnist recipe (filters 32, dense 100), so it runs first
+        "cnn": {"filters": {"choice": [4, 32]}, "dense_units": {"choice": [8, 100]},
+                "kernel_initializer": "he_uniform", "early_stopping_patience": 2,
+                "learning_rate": {"float": [1e-4, 1e-2], "log": True}},
+        "mlp": {"units": {"int": [8, 32], "step": 8}},
+    },
+}
+
+
+def sweep_file(tmp_path, study, **changes):
+    path = tmp_path / f"{study}.yaml"
+    path.write_text(yaml.safe_dump({**TINY_SWEEP, "study": study, **changes}))
+    return path
+
+
+def children_of(parent_id):
+    runs = MlflowClient().search_runs(
+        [mlflow.get_run(parent_id).info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    return sorted(runs, key=lambda r: int(r.data.tags["trial_number"]))
+
+
+def parent_of(study):
+    runs = MlflowClient().search_runs(
+        [mlflow.get_experiment_by_name("mnist").experiment_id],
+        f"tags.kind = 'sweep' and tags.study = '{study}'")
+    assert len(runs) == 1
+    return runs[0]
+
+
+@pytest.mark.parametrize("engine", ["optuna", "keras-tuner"])
+def test_sweep_logs_parent_and_children_then_resumes(workdir, engine):
+    study = f"resume-{engine}"
+    path = sweep_file(workdir, study, engine=engine,
+                      sampler="tpe" if engine == "optuna" else "random")
+    result = CliRunner().invoke(main, ["sweep", str(path), "--trials", "3"])
+    assert result.exit_code == 0, result.output
+    parent = parent_of(study)
+    children = children_of(parent.info.run_id)
+    assert [c.data.tags["trial_number"] for c in children] == ["0", "1", "2"]
+    first = children[0]
+    assert first.data.tags["baseline"] == "yes" and first.info.run_name == "cnn #0"
+    assert first.data.params["filters"] == "32" and first.data.params["dense_units"] == "100"
+    for child in children:
+        assert child.data.tags["engine"] == engine and child.data.tags["state"] == "complete"
+        assert child.data.params["family"] in ("cnn", "mlp")
+        steps = MlflowClient().get_metric_history(child.info.run_id, "val_accuracy")
+        assert [m.step for m in steps] == [1]
+        assert child.outputs.model_outputs, "each child logs its model"
+    assert "best_val_accuracy" in parent.data.metrics
+    assert parent.data.metrics["baseline_documented_accuracy"] == 0.985
+    assert "sweep.yaml" in {a.path for a in MlflowClient().list_artifacts(parent.info.run_id)}
+
+    result = CliRunner().invoke(main, ["sweep", str(path), "--trials", "5"])
+    assert result.exit_code == 0, result.output
+    children = children_of(parent_of(study).info.run_id)
+    numbers = [int(c.data.tags["trial_number"]) for c in children]
+    assert numbers == [0, 1, 2, 3, 4]  # numbering continues; nothing ran twice
+
+
+class AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial):
+        return True
+
+
+def test_a_pruned_trial_is_logged_with_its_curves_so_far(workdir, monkeypatch):
+    monkeypatch.setattr(optuna_engine, "_pruner", lambda spec: AlwaysPrune())
+    spec = config.load(sweep_file(workdir, "pruning", pruner="median",
+                                  budget={"trials": 2, "max_epochs": 3}))
+    parent = run_sweep(spec)
+    children = children_of(parent)
+    assert len(children) == 2
+    for child in children:
+        assert child.data.tags["state"] == "pruned" and child.info.status == "KILLED"
+        steps = MlflowClient().get_metric_history(child.info.run_id, "val_accuracy")
+        assert [m.step for m in steps] == [1]  # stopped after the first report
+    study = optuna.load_study(study_name="pruning", storage=optuna_engine.make_storage(None))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
+
+
+def test_a_nan_trial_is_logged_failed_and_the_sweep_goes_on(workdir):
+    families = {**TINY_SWEEP["families"],
+                "mlp": {"optimizer": "sgd", "momentum": 0.0, "learning_rate": 1.0e12}}
+    spec = config.load(sweep_file(workdir, "nan", families=families,
+                                  budget={"trials": 1, "max_epochs": 2}))
+    study = optuna.create_study(study_name="nan", storage=optuna_engine.make_storage(None))
+    study.enqueue_trial({"family": "mlp"})  # runs before the cnn baseline
+    parent = run_sweep(spec)
+    children = children_of(parent)
+    assert [c.info.run_name for c in children] == ["mlp #0", "cnn #1"]
+    assert children[0].info.status == "FAILED" and children[0].data.tags["state"] == "failed"
+    assert "NaN" in children[0].data.tags["error"]
+    assert children[1].data.tags["state"] == "complete"
+    states = [t.state for t in optuna.load_study(study_name="nan",
+                                                 storage=optuna_engine.make_storage(None)).trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+
+
+def test_ctrl_c_fails_the_running_trial_and_leaves_the_study_resumable(workdir, monkeypatch):
+    spec = config.load(sweep_file(workdir, "interrupt", budget={"trials": 1, "max_epochs": 1}))
+    real_train = runner.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec)
+    parent = parent_of("interrupt")
+    assert parent.info.status == "KILLED"
+    assert children_of(parent.info.run_id)[0].info.status == "FAILED"
+
+    monkeypatch.setattr(runner, "train", real_train)
+    run_sweep(spec)
+    children = children_of(parent.info.run_id)
+    assert [c.data.tags["state"] for c in children] == ["failed", "complete"]
+    assert parent_of("interrupt").info.status == "FINISHED"
+
+
+def test_cli_reports_a_bad_sweep_file_in_one_line_and_writes_nothing(workdir):
+    path = sweep_file(workdir, "bad", engine="hyperopt")
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 2
+    assert "engine: expected engine (optuna, keras-tuner)" in result.output
+    assert not (workdir / "mlruns").exists()

@@ -67,3 +67,11 @@ def test_mse_loss_trains_on_one_hot_targets(mnist):
 def test_unknown_optimizer_names_the_known_ones(mnist):
     with pytest.raises(SweeperError, match="Known: adam, adamax, nadam, rmsprop, sgd"):
         train.train("mlp", {"optimizer": "adagrad"}, mnist, epochs=1, seed=0)
+
+
+def test_deadline_ends_training_after_the_current_epoch(mnist):
+    import time
+
+    result = train.train("mlp", {"units": 8, "early_stopping_patience": 0}, mnist, epochs=5,
+                         seed=0, deadline=time.time() - 1)
+    assert result.epochs == 1 and not result.pruned

@@ -50,6 +50,7 @@ def tracked_trial(
     parent_run_id: str | None = None,
     should_prune=None,
     precision: str = "float32",
+    deadline: float | None = None,
 ) -> tuple[TrialResult | None, tracking.TrialRun]:
     """Trains one trial and logs it; a pruned trial is logged with its curves so far."""
     full = {**defaults(family), **params}
@@ -59,7 +60,8 @@ def tracked_trial(
     with tracking.trial_run(experiment, run_name, logged, all_tags, parent_run_id) as run:
         callbacks = [tracking.EpochLogger(run.run_id), EpochPrinter(run_name, epochs)]
         result = train(family, full, dataset, epochs=epochs, seed=seed, callbacks=callbacks,
-                       should_prune=should_prune, precision=precision)
+                       should_prune=should_prune, precision=precision,
+                       deadline=deadline)
         if result.pruned:
             run.state = "pruned"
         tracking.log_result(result, dataset, with_model=not result.pruned)

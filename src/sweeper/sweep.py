@@ -34,6 +34,8 @@ class TrialRunner:
         self.client = client or MlflowClient()
         self.baseline_points = baseline_points(spec)
         self.started = time.perf_counter()
+        self.deadline = (time.time() + spec.timeout_minutes * 60 if spec.timeout_minutes
+                         else None)
         metrics = self.client.get_run(parent_run_id).data.metrics
         self.best_value = metrics.get(f"best_{spec.metric}", math.nan)
 
@@ -56,7 +58,7 @@ class TrialRunner:
                 family, {**_fixed(spec.families[family]), **params}, self.dataset,
                 experiment=self.experiment, run_name=label, epochs=epochs or spec.max_epochs,
                 seed=spec.seed + number, tags=tags, parent_run_id=self.parent_run_id,
-                should_prune=should_prune, precision=spec.precision)
+                should_prune=should_prune, precision=spec.precision, deadline=self.deadline)
         except BaseException as error:
             print(f"  {label} failed: {type(error).__name__}: {error}", flush=True)
             raise

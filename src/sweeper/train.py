@@ -62,6 +62,19 @@ class TrialResult:
         return max(values) if direction == "maximize" else min(values)
 
 
+class Deadline(keras.callbacks.Callback):
+    """Ends training after the epoch that passes `deadline` (a `time.time()` value), so a
+    sweep's timeout bounds its wall time; the trial keeps what it learned."""
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.time() > self.deadline:
+            self.model.stop_training = True
+
+
 class Pruned(keras.callbacks.Callback):
     """Stops fit when `should_prune(epoch, logs)` says so, and remembers that it did."""
 
@@ -86,6 +99,7 @@ def train(
     callbacks=(),
     should_prune=None,
     precision: str = "float32",
+    deadline: float | None = None,
     verbose: int = 0,
 ) -> TrialResult:
     """Trains one model; raises `TrialFailed` if the loss becomes NaN.
@@ -102,7 +116,8 @@ def train(
     model.compile(optimizer=make_optimizer(p, p["learning_rate"]), loss=_loss(p),
                   metrics=["accuracy"])
     pruner = Pruned(should_prune) if should_prune else None
-    fit_callbacks = [*_standard_callbacks(p), *callbacks, *([pruner] if pruner else [])]
+    fit_callbacks = [*_standard_callbacks(p), *callbacks, *([pruner] if pruner else []),
+                     *([Deadline(deadline)] if deadline else [])]
     y_train, y_val = _targets(p, dataset.y_train, dataset.n_classes), _targets(
         p, dataset.y_val, dataset.n_classes)
 

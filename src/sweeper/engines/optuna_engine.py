@@ -106,7 +106,9 @@ class _StopAfterFailures:
 def _sampler(spec, seed=None):
     seed = spec.seed if seed is None else seed
     if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        # Small budgets: start modelling after a third of the trials, not Optuna's fixed 10.
+        return optuna.samplers.TPESampler(seed=seed,
+                                          n_startup_trials=max(3, min(10, spec.trials // 3)))
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "cmaes":
@@ -124,10 +126,11 @@ def _sampler(spec, seed=None):
 
 def _pruner(spec):
     if spec.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        # First epochs are noisy: judge from epoch 3, against at least 3 finished trials.
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
     if spec.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.max_epochs,
+        return optuna.pruners.HyperbandPruner(min_resource=2, max_resource=spec.max_epochs,
                                               reduction_factor=3)
     if spec.pruner == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
     return optuna.pruners.NopPruner()

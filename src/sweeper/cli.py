@@ -126,6 +126,91 @@ def sweep(sweep_file, trials, timeout, engine, storage, study, epochs, data_dir,
     click.echo(f"sweep {spec.study} done; parent run {parent}")
 
 
+@main.command()
+@click.option("--dataset", help="Only runs on this dataset (as shown in MLflow, e.g. mnist).")
+@click.option("--sweep", "sweep_name", help="Only trials of this study.")
+@click.option("--parent", help="Only children of this sweep parent run id.")
+@click.option("--family", help="Only this architecture family.")
+@click.option("--metric", type=click.Choice(["val_accuracy", "test_accuracy"]),
+              default="val_accuracy", show_default=True, help="What 'best' means.")
+@click.option("--export", "export_path", type=click.Path(dir_okay=False),
+              help="Write the best model to PATH.keras.")
+@tracking_option
+@user_errors
+def best(dataset, sweep_name, parent, family, metric, export_path, tracking_uri):
+    """Print the best finished run (and export its model)."""
+    from sweeper import results, tracking
+
+    tracking.configure(tracking_uri)
+    run = results.best_run(results.Selection(dataset, sweep_name, parent, family, metric))
+    click.echo(results.describe(run))
+    if export_path:
+        click.echo(f"exported  {results.export(run, export_path)}")
+
+
+@main.command()
+@click.option("--dataset", required=True, help="Dataset as shown in MLflow, e.g. cifar10.")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder (default reports/DATASET).")
+@tracking_option
+@user_errors
+def report(dataset, out, tracking_uri):
+    """Each family's best trial against the documented and measured baselines, with plots."""
+    from sweeper import report as report_module
+    from sweeper import tracking
+
+    tracking.configure(tracking_uri)
+    table, folder = report_module.build(dataset, out or f"reports/{dataset}")
+    click.echo(table)
+    click.echo(f"written to {folder}/ (report.md and plots)")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--data-dir", type=click.Path(file_okay=False))
+@tracking_option
+@user_errors
+def rerun(run_id, data_dir, tracking_uri):
+    """Train a logged run again from its params and seed, as a new run tagged rerun_of."""
+    from sweeper import results, tracking
+
+    tracking.configure(tracking_uri)
+    original, result, run = results.rerun(run_id, data_dir=data_dir)
+    before = original.data.metrics.get("test_accuracy", float("nan"))
+    click.echo(f"rerun of {run_id}: test_accuracy {result.test['test_accuracy']:.4f} "
+               f"(original {before:.4f}); run {run.run_id}")
+
+
+@main.command()
+@click.argument("model_path", type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=True)
+@user_errors
+def predict(model_path, images):
+    """Class name and probability for each image file."""
+    from sweeper import results
+
+    for image, name, probability in results.predict(model_path, list(images)):
+        click.echo(f"{image}: {name} ({probability:.3f})")
+
+
+@main.command()
+@click.option("--port", type=int, default=5000, show_default=True)
+@tracking_option
+@user_errors
+def ui(port, tracking_uri):
+    """The MLflow UI on the project's store, bound to 127.0.0.1."""
+    import subprocess
+
+    from sweeper import tracking
+
+    uri = tracking.configure(tracking_uri)
+    if uri.startswith("http"):
+        raise SweeperError(f"The tracking URI is a server already: open {uri}")
+    click.echo(f"MLflow UI at http://127.0.0.1:{port} (store {uri}); Ctrl-C stops it")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", "127.0.0.1", "--port", str(port)]
+    sys.exit(subprocess.call(command))
+
+
 def _parse_overrides(pairs):
     import yaml
 

@@ -11,7 +11,7 @@ import csv
 import functools
 import gzip
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,7 @@ class Dataset:
     y_test: np.ndarray
     class_names: tuple[str, ...]
     skipped_images: int = 0
+    options: dict = field(default_factory=dict)  # how it was loaded, so a run can be redone
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -136,8 +137,12 @@ def _load_cached(name, data_dir, limit, val_fraction, seed, image_size) -> Datas
     if limit:
         x_train, y_train = x_train[:limit], y_train[:limit]
     x_train, y_train, x_val, y_val = _hold_out(x_train, y_train, val_fraction, seed)
+    options = {"data_source": name, "data_limit": limit, "validation_split": val_fraction,
+               "data_seed": seed}
+    if name not in NAMED:
+        options["image_size"] = list(image_size)
     return Dataset(display_name(name), x_train, y_train, x_val, y_val, x_test, y_test,
-                   tuple(class_names), skipped)
+                   tuple(class_names), skipped, options)
 
 
 def _hold_out(x, y, fraction, seed):

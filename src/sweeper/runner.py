@@ -10,7 +10,6 @@ import sys
 import time
 
 import keras
-import mlflow
 
 from sweeper import tracking
 from sweeper.data import Dataset
@@ -55,7 +54,8 @@ def tracked_trial(
     """Trains one trial and logs it; a pruned trial is logged with its curves so far."""
     full = {**defaults(family), **params}
     logged = {**full, "family": family, "dataset": dataset.name, "seed": seed,
-              "max_epochs": epochs, "precision": precision, **dataset.sizes}
+              "max_epochs": epochs, "precision": precision, **dataset.sizes,
+              **dataset.options}
     all_tags = {"family": family, "dataset": dataset.name, **tags}
     with tracking.trial_run(experiment, run_name, logged, all_tags, parent_run_id) as run:
         callbacks = [tracking.EpochLogger(run.run_id), EpochPrinter(run_name, epochs)]
@@ -65,5 +65,4 @@ def tracked_trial(
         if result.pruned:
             run.state = "pruned"
         tracking.log_result(result, dataset, with_model=not result.pruned)
-        mlflow.set_tag("best_val_accuracy", f"{result.best('val_accuracy'):.4f}")
     return result, run

@@ -111,6 +111,7 @@ def log_result(result, dataset, with_model: bool = True) -> None:
         "train_seconds": result.train_seconds,
         "images_per_second": result.images_per_second,
         "epochs": result.epochs,
+        "best_val_accuracy": result.best("val_accuracy"),
     })
     if with_model:
         signature = mlflow.models.infer_signature(dataset.x_test[:2],

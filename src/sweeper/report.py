@@ -1,0 +1,161 @@
+"""`sweeper report`: each family's best trial against the documented and the measured baseline,
+as a Markdown table, with plots of best-so-far, Optuna's parameter importances and the top
+runs' curves. Everything also lands on the newest sweep parent run of the dataset.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from sweeper import baselines
+from sweeper.results import Selection, finished_runs, measured_baseline
+
+COLUMNS = ("family", "row", "run", "test accuracy", "parameters", "epochs", "wall time (s)",
+           "images/s")
+
+
+def build(dataset: str, out: str | Path) -> tuple[str, Path]:
+    """Writes report.md and the plots to `out`; returns the table and the folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    trials = finished_runs(Selection(dataset=dataset), kinds=("trial",))
+    if not trials:
+        from sweeper.errors import SweeperError
+
+        raise SweeperError(f"No finished sweep trial on dataset {dataset!r}; run a sweep first")
+    table = markdown_table(table_rows(trials, dataset))
+    (out / "report.md").write_text(f"# Sweeps on {dataset}\n\n{table}\n")
+    _plot_best_so_far(trials, out / "best_so_far.png")
+    _plot_top_curves(trials[:5], out / "top_curves.png")
+    _plot_importances(trials, out / "importances.png")
+    parent = _newest_parent(dataset)
+    if parent:
+        MlflowClient().log_artifacts(parent, str(out), "report")
+    return table, out
+
+
+def table_rows(trials, dataset) -> list[list[str]]:
+    rows = []
+    for family in dict.fromkeys(r.data.params["family"] for r in trials):
+        best = next(r for r in trials if r.data.params["family"] == family)
+        rows.append(_run_row(family, "best trial", best))
+        recipe = baselines.for_family(family, dataset)
+        if recipe is None:
+            continue
+        measured = measured_baseline(recipe.name, dataset)
+        if measured:
+            rows.append(_run_row(family, f"baseline {recipe.name} (measured)", measured))
+        documented = recipe.documented_accuracy
+        rows.append([family, f"baseline {recipe.name} (documented)", "",
+                     f"{documented:.4f}" if documented else "not printed", "", "", "", ""])
+    return rows
+
+
+def markdown_table(rows) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _run_row(family, label, run):
+    m = run.data.metrics
+    return [family, label, f"{run.info.run_name} ({run.info.run_id[:8]})",
+            f"{m.get('test_accuracy', math.nan):.4f}", f"{int(m.get('params_count', 0)):,}",
+            f"{int(m.get('epochs', 0))}", f"{m.get('train_seconds', math.nan):.0f}",
+            f"{m.get('images_per_second', math.nan):.0f}"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_best_so_far(trials, path):
+    """Best validation accuracy so far, per family, against trial order and wall time."""
+    plt = _pyplot()
+    ordered = sorted(trials, key=lambda r: r.info.start_time)
+    start = ordered[0].info.start_time
+    fig, (by_trial, by_time) = plt.subplots(1, 2, figsize=(11, 4))
+    for family in dict.fromkeys(r.data.params["family"] for r in ordered):
+        runs = [r for r in ordered if r.data.params["family"] == family]
+        best, values = -math.inf, []
+        for r in runs:
+            best = max(best, r.data.metrics.get("best_val_accuracy", -math.inf))
+            values.append(best)
+        numbers = [int(r.data.tags.get("trial_number", i)) for i, r in enumerate(runs)]
+        minutes = [((r.info.end_time or r.info.start_time) - start) / 60000 for r in runs]
+        by_trial.step(numbers, values, where="post", marker="o", label=family)
+        by_time.step(minutes, values, where="post", marker="o", label=family)
+    by_trial.set(xlabel="trial number", ylabel="best val_accuracy so far")
+    by_time.set(xlabel="wall time (minutes)", ylabel="best val_accuracy so far")
+    by_trial.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _plot_top_curves(runs, path):
+    plt = _pyplot()
+    client = MlflowClient()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in runs:
+        history = client.get_metric_history(r.info.run_id, "val_accuracy")
+        ax.plot([m.step for m in history], [m.value for m in history], marker="o",
+                label=r.info.run_name)
+    ax.set(xlabel="epoch", ylabel="val_accuracy", title="top runs")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _plot_importances(trials, path):
+    """Optuna's parameter importances per family, for the studies these trials came from."""
+    import optuna
+
+    from sweeper.engines.optuna_engine import DEFAULT_STORAGE, make_storage
+
+    studies = {r.data.tags.get("study") for r in trials if r.data.tags.get("engine") == "optuna"}
+    if not studies or not DEFAULT_STORAGE.exists():
+        return
+    plt = _pyplot()
+    panels = []
+    storage = make_storage(None)
+    for name in sorted(s for s in studies if s):
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            continue
+        for family in {t.params.get("family") for t in study.trials if t.params}:
+            params = sorted({p for t in study.trials for p in t.params
+                             if p.startswith(f"{family}.")})
+            done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
+                    and all(p in t.params for p in params)]
+            if len(done) < 3 or not params:
+                continue
+            panels.append((f"{name}: {family}", optuna.importance.get_param_importances(
+                study, params=params)))
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (title, importances) in zip(axes[0], panels):
+        ax.barh(list(importances)[::-1], list(importances.values())[::-1])
+        ax.set(title=title, xlabel="importance")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _newest_parent(dataset):
+    client = MlflowClient()
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              f"tags.kind = 'sweep' and tags.dataset = '{dataset}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None

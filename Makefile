@@ -7,7 +7,7 @@ DATASET ?= mnist
 SHARED_DATA := $(wildcard ../shared/data)
 export SWEEPER_DATA_DIR ?= $(SHARED_DATA)
 
-.PHONY: help install test sweep baseline ui bench clean
+.PHONY: help install test sweep baseline ui bench cluster cluster-stop clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,12 @@ ui: install  ## The MLflow UI on ./mlruns, bound to 127.0.0.1
 
 bench: install  ## Benchmarks; prints a table and writes bench/results/
 	$(BIN)/python bench/run.py
+
+cluster: install  ## Local PostgreSQL + MLflow server on 127.0.0.1 (prints the env to use)
+	scripts/cluster.sh start
+
+cluster-stop:  ## Stop what `make cluster` started
+	scripts/cluster.sh stop
 
 clean:  ## Remove the virtual environment
 	rm -rf $(VENV)

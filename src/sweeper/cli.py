@@ -103,21 +103,35 @@ def baseline(name, show_list, dataset, epochs, seed, overrides, data_dir, limit,
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
               help="Stop starting trials after this many minutes.")
 @click.option("--engine", type=click.Choice(["optuna", "keras-tuner"]))
-@click.option("--storage", help="Optuna storage URL (default sqlite:///mlruns/optuna.db).")
+@click.option("--storage", envvar="SWEEPER_STORAGE",
+              help="Optuna storage URL (default sqlite:///mlruns/optuna.db); "
+                   "postgresql://... for many workers.")
 @click.option("--study", help="Study name (default: the file's `study`, else its name).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Max epochs per trial.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trial processes side by side on this machine (needs --storage that "
+                   "several processes can share, e.g. PostgreSQL).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads for TensorFlow in this process (default: all; with "
+                   "--workers, an equal share each).")
 @data_options
 @tracking_option
 @user_errors
-def sweep(sweep_file, trials, timeout, engine, storage, study, epochs, data_dir, limit,
-          tracking_uri):
+def sweep(sweep_file, trials, timeout, engine, storage, study, epochs, workers, threads,
+          data_dir, limit, tracking_uri):
     """Run (or resume) the sweep described in SWEEP_FILE."""
     from sweeper import config
-    from sweeper.sweep import run_sweep
+    from sweeper.sweep import run_sweep, run_workers
 
     spec = config.load(sweep_file).with_overrides(
         trials=trials, timeout_minutes=timeout, engine=engine, study=study,
         max_epochs=epochs, limit=limit)
+    if workers > 1:
+        sys.exit(run_workers(spec, workers, storage=storage, argv=sys.argv[1:]))
+    if threads:
+        from sweeper.train import set_threads
+
+        set_threads(threads)
     click.echo(f"sweep {spec.study}: {spec.dataset}, {', '.join(spec.families)}; "
                f"{spec.engine}/{spec.sampler}, pruner {spec.pruner}, {spec.trials} trials"
                f"{f', {spec.timeout_minutes:g} min' if spec.timeout_minutes else ''}, "

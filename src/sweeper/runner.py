@@ -50,14 +50,19 @@ def tracked_trial(
     should_prune=None,
     precision: str = "float32",
     deadline: float | None = None,
+    on_start=None,
 ) -> tuple[TrialResult | None, tracking.TrialRun]:
-    """Trains one trial and logs it; a pruned trial is logged with its curves so far."""
+    """Trains one trial and logs it; a pruned trial is logged with its curves so far.
+
+    `on_start(run_id)` lets an engine note which MLflow run holds its trial."""
     full = {**defaults(family), **params}
     logged = {**full, "family": family, "dataset": dataset.name, "seed": seed,
               "max_epochs": epochs, "precision": precision, **dataset.sizes,
               **dataset.options}
     all_tags = {"family": family, "dataset": dataset.name, **tags}
     with tracking.trial_run(experiment, run_name, logged, all_tags, parent_run_id) as run:
+        if on_start:
+            on_start(run.run_id)
         callbacks = [tracking.EpochLogger(run.run_id), EpochPrinter(run_name, epochs)]
         result = train(family, full, dataset, epochs=epochs, seed=seed, callbacks=callbacks,
                        should_prune=should_prune, precision=precision,

@@ -40,7 +40,7 @@ class TrialRunner:
         self.best_value = metrics.get(f"best_{spec.metric}", math.nan)
 
     def run(self, number: int, family: str, params: dict, report=None, epochs=None,
-            position: int | None = None) -> Outcome:
+            position: int | None = None, on_start=None) -> Outcome:
         """Trains trial `number`; `report(epoch, value) -> bool` asks whether to prune."""
         spec = self.spec
         is_baseline = params == self.baseline_points.get(family)
@@ -58,7 +58,8 @@ class TrialRunner:
                 family, {**_fixed(spec.families[family]), **params}, self.dataset,
                 experiment=self.experiment, run_name=label, epochs=epochs or spec.max_epochs,
                 seed=spec.seed + number, tags=tags, parent_run_id=self.parent_run_id,
-                should_prune=should_prune, precision=spec.precision, deadline=self.deadline)
+                should_prune=should_prune, precision=spec.precision, deadline=self.deadline,
+                on_start=on_start)
         except BaseException as error:
             print(f"  {label} failed: {type(error).__name__}: {error}", flush=True)
             raise
@@ -117,6 +118,49 @@ def run_sweep(spec: SweepSpec, *, storage: str | None = None, data_dir=None,
     finally:
         client.set_terminated(parent, status)
     return parent
+
+
+def run_workers(spec: SweepSpec, workers: int, *, storage: str | None, argv: list[str]) -> int:
+    """Starts `workers` copies of this sweep command on one study, each with its share of the
+    CPU threads; Optuna's storage hands out the trials. Returns the worst exit code."""
+    import os
+    import subprocess
+    import sys
+
+    from sweeper.errors import SweeperError
+
+    if spec.engine != "optuna":
+        raise SweeperError("--workers runs the optuna engine; keras-tuner has its own "
+                           "distributed mode (KERASTUNER_* variables)")
+    if not storage or storage.startswith("sqlite"):
+        raise SweeperError("--workers needs a storage several processes can share: "
+                           "--storage postgresql://... (SQLite is not safe for that)")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    command = [sys.executable, "-m", "sweeper.cli", *_without_workers(argv),
+               "--threads", str(threads), "--storage", storage]
+    print(f"starting {workers} workers with {threads} thread(s) each", flush=True)
+    processes = [subprocess.Popen(command) for _ in range(workers)]
+    try:
+        return max(p.wait() for p in processes)
+    except KeyboardInterrupt:
+        for p in processes:
+            p.wait()
+        raise
+
+
+def _without_workers(argv):
+    """The command line minus --workers, --threads and --storage (given again explicitly)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in ("--workers", "--threads", "--storage"):
+            skip = "=" not in arg
+            continue
+        kept.append(arg)
+    return kept
 
 
 def open_parent_run(spec: SweepSpec, experiment: str, client: MlflowClient) -> str:

@@ -78,6 +78,14 @@ def trial_run(experiment: str, name: str, params: dict, tags: dict,
         mlflow.end_run(RUN_STATUS[handle.state])
 
 
+def end_lost_run(run_id: str, worker: str) -> None:
+    """Closes the run of a trial whose worker stopped answering (its process died)."""
+    client = MlflowClient()
+    client.set_tag(run_id, "state", "failed")
+    client.set_tag(run_id, "error", f"worker {worker} stopped answering (heartbeat lost)")
+    client.set_terminated(run_id, RUN_STATUS["failed"])
+
+
 class EpochLogger(keras.callbacks.Callback):
     """Logs each epoch's metrics, learning rate and duration in one call (not per batch)."""
 

@@ -35,6 +35,14 @@ OPTIMIZERS = {
 }
 
 
+def set_threads(n: int) -> None:
+    """Caps TensorFlow's CPU threads for this process; call before the first operation."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(min(n, 2))
+
+
 def defaults(family: str) -> dict:
     """Every parameter a trial of `family` reads, with its default."""
     return {**TRAIN_DEFAULTS, **families.get(family).DEFAULTS}

@@ -4,6 +4,9 @@ per-epoch reports, heartbeats with retry of stale trials, failed trials recorded
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -18,7 +21,10 @@ from sweeper.errors import SweeperError
 DEFAULT_STORAGE = Path("mlruns") / "optuna.db"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_CONSECUTIVE_FAILURES = 3
-HEARTBEAT_SECONDS = 30
+
+
+class _OverBudget(Exception):
+    """Other workers already hold the whole budget: this trial is not run."""
 
 
 def run(spec, runner, storage: str | None = None) -> optuna.Study:
@@ -37,27 +43,73 @@ def run(spec, runner, storage: str | None = None) -> optuna.Study:
         print(f"study {spec.study} already has {spec.trials} finished trials; raise "
               "--trials to run more", flush=True)
         return study
-    study.optimize(
-        lambda trial: _objective(trial, spec, runner, study),
-        timeout=spec.timeout_minutes * 60 if spec.timeout_minutes else None,
-        catch=(Exception,),  # a failed trial is recorded as FAIL and the sweep goes on
-        callbacks=[MaxTrialsCallback(spec.trials, states=FINISHED), _StopAfterFailures()],
-        gc_after_trial=True)
-    return study
+    # The budget is shared by every worker on this study: trials running elsewhere count.
+    budget = MaxTrialsCallback(spec.trials, states=(*FINISHED, TrialState.RUNNING))
+    failures = _StopAfterFailures()
+    deadline = time.time() + spec.timeout_minutes * 60 if spec.timeout_minutes else None
+    while True:
+        study.optimize(
+            lambda trial: _objective(trial, spec, runner, study),
+            timeout=max(1.0, deadline - time.time()) if deadline else None,
+            catch=(Exception,),  # a failed trial is recorded as FAIL and the sweep goes on
+            callbacks=[budget, failures], gc_after_trial=True)
+        if failures.tripped or (deadline and time.time() >= deadline):
+            return study
+        if not _wait_for_others(study, spec.trials):
+            return study
+
+
+def _wait_for_others(study, trials: int) -> bool:
+    """Stays while other workers' trials run, so one that dies is retried here.
+
+    Returns True when there is work again (a retried trial, or budget left), False when the
+    budget is finished."""
+    while _finished(study) < trials:
+        optuna.storages.fail_stale_trials(study)
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return True
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if _finished(study) + len(running) < trials:
+            return True
+        time.sleep(_beat())
+    return False
+
+
+def _beat() -> int:
+    return int(os.environ.get("SWEEPER_HEARTBEAT_SECONDS", "30"))
 
 
 def make_storage(url: str | None):
-    """An RDB storage with heartbeats, so a dead worker's trial is failed and retried."""
+    """An RDB storage with heartbeats, so a dead worker's trial is failed and retried.
+
+    $SWEEPER_HEARTBEAT_SECONDS sets the beat (default 30 s); a trial silent for four beats
+    is stale: another worker marks it failed, ends its MLflow run and queues it again."""
     if url is None:
         DEFAULT_STORAGE.parent.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{DEFAULT_STORAGE.resolve()}"
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    beat = _beat()
     with warnings.catch_warnings():  # heartbeats are marked experimental; we rely on them
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=HEARTBEAT_SECONDS * 4,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=beat,
+                          grace_period=beat * 4, heartbeat_stale_trial_callback=_StaleTrial())
+
+
+class _StaleTrial:
+    """A trial whose worker died: Optuna queues it again; its MLflow run ends as failed."""
+
+    def __init__(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
+
+    def __call__(self, study, trial):
+        self.retry(study, trial)
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            from sweeper import tracking
+
+            tracking.end_lost_run(run_id, trial.user_attrs.get("worker", "?"))
 
 
 def suggest(trial: optuna.Trial, name: str, param: space.Param):
@@ -71,6 +123,11 @@ def suggest(trial: optuna.Trial, name: str, param: space.Param):
 
 
 def _objective(trial: optuna.Trial, spec, runner, study) -> float:
+    if _taken_before(study, trial) >= spec.trials:
+        study.stop()
+        trial.set_user_attr("skipped", "the budget was reached by other workers")
+        raise _OverBudget(f"trial {trial.number} is over the budget of {spec.trials}")
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     family = trial.suggest_categorical("family", list(spec.families))
     params = {name: suggest(trial, space.qualified(family, name), p)
               for name, p in spec.families[family].items() if not isinstance(p, space.Fixed)}
@@ -80,7 +137,8 @@ def _objective(trial: optuna.Trial, spec, runner, study) -> float:
         return trial.should_prune()
 
     outcome = runner.run(trial.number, family, params, report=report,
-                         position=_finished(study) + 1)
+                         position=_finished(study) + 1,
+                         on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id))
     if outcome.pruned:
         raise optuna.TrialPruned()
     return outcome.value
@@ -90,15 +148,25 @@ def _finished(study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def _taken_before(study, trial) -> int:
+    """Trials numbered before this one that finished or are running: the budget they hold."""
+    held = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    return sum(t.number < trial.number for t in held)
+
+
 class _StopAfterFailures:
     """Stops the study after several failures in a row: then something is wrong with all."""
 
     def __init__(self, limit: int = MAX_CONSECUTIVE_FAILURES):
         self.limit, self.count = limit, 0
+        self.tripped = False
 
     def __call__(self, study, trial):
+        if trial.user_attrs.get("skipped"):
+            return
         self.count = self.count + 1 if trial.state == TrialState.FAIL else 0
         if self.count >= self.limit:
+            self.tripped = True
             study.stop()
             print(f"stopping: {self.count} trials failed in a row", flush=True)
 

@@ -1,0 +1,219 @@
+"""Benchmarks. Every figure is a ratio against a reference measured in the same run.
+
+python bench/run.py [--only overhead,startup,levers,workers,tta] [--data-dir DIR]
+
+Prints a Markdown table and writes it to bench/results/DATE-HOST.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+FIXED_CNN = {  # the cnn-mnist recipe, every value fixed: one trial is exactly that model
+    "conv_blocks": 1, "filters": 32, "kernel_size": 3, "dense_units": 100, "dropout": 0.2,
+    "kernel_initializer": "he_uniform", "batch_size": 128, "optimizer": "adam",
+    "learning_rate": 0.001, "early_stopping_patience": 0}
+
+
+def sweep_file(folder: Path, name: str, dataset="mnist", trials=1, epochs=3, limit=None,
+               families=None, **extra) -> Path:
+    body = {"dataset": dataset, "engine": "optuna", "sampler": "random", "pruner": "none",
+            "budget": {"trials": trials, "max_epochs": epochs}, "study": name,
+            "families": families or {"cnn": FIXED_CNN}, **extra}
+    if limit:
+        body["data"] = {"limit": limit}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def run_sweeper(folder: Path, path: Path, *args, env=None) -> float:
+    """Runs `sweeper sweep` in `folder` (its own MLflow and Optuna stores); wall seconds."""
+    start = time.perf_counter()
+    subprocess.run([PYTHON, "-m", "sweeper.cli", "sweep", str(path), *args], cwd=folder,
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, **(env or {})})
+    return time.perf_counter() - start
+
+
+def run_raw(data_dir, *args) -> tuple[dict, float, float]:
+    """The plain Keras reference; returns its JSON, wall seconds and its start time."""
+    t0 = time.time()
+    start = time.perf_counter()
+    out = subprocess.run([PYTHON, str(ROOT / "bench" / "raw_fit.py"), str(data_dir),
+                          *map(str, args)], check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    return json.loads(out.stdout.strip().splitlines()[-1]), wall, t0
+
+
+def child_runs(folder: Path):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
+    client = MlflowClient()
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              "tags.kind = 'trial'")
+    return client, runs
+
+
+# --- 1. overhead ---------------------------------------------------------------------------
+
+def overhead(data_dir, rows, repeats=3):
+    """cnn on mnist, 3 epochs on 20,000 images: plain model.fit against one sweeper trial."""
+    raw_walls, raw_ips, sw_walls, sw_ips = [], [], [], []
+    for _ in range(repeats):  # interleaved, so drift in machine speed hits both alike
+        raw, wall, _ = run_raw(data_dir, "mnist", 22222, 3, 128)
+        raw_walls.append(wall)
+        raw_ips.append(raw["images_per_second"])
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            path = sweep_file(folder, "overhead", limit=22222)
+            sw_walls.append(run_sweeper(folder, path, "--data-dir", str(data_dir)))
+            _, runs = child_runs(folder)
+            sw_ips.append(runs[0].data.metrics["images_per_second"])
+    a_wall, b_wall = statistics.median(raw_walls), statistics.median(sw_walls)
+    a_ips, b_ips = statistics.median(raw_ips), statistics.median(sw_ips)
+    rows.append(("overhead: wall time, sweeper / plain fit", f"{b_wall / a_wall:.3f}",
+                 f"{b_wall:.1f} s / {a_wall:.1f} s (median of {repeats}, whole processes)"))
+    rows.append(("overhead: training images/s, sweeper / plain fit", f"{b_ips / a_ips:.3f}",
+                 f"{b_ips:.0f} / {a_ips:.0f} images/s"))
+
+
+# --- 2. start-up and per-trial fixed cost ---------------------------------------------------
+
+def startup(data_dir, rows):
+    for dataset, arch in (("mnist", "cnn-mnist"), ("fashion_mnist", "cnn-mnist"),
+                          ("cifar10", "cnn-cifar10")):
+        raw, _, raw_t0 = run_raw(data_dir, dataset, 4000, 2, 128, "--arch", arch)
+        raw_first = raw["first_step"] - raw_t0
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            families = {"cnn": {**FIXED_CNN, "conv_blocks": 2 if dataset == "cifar10" else 1,
+                                "kernel_initializer": "glorot_uniform" if dataset == "cifar10"
+                                else "he_uniform"}}
+            path = sweep_file(folder, "startup", dataset=dataset, epochs=2, limit=4000,
+                              families=families)
+            t0 = time.time()
+            run_sweeper(folder, path, "--data-dir", str(data_dir))
+            client, runs = child_runs(folder)
+            run = runs[0]
+            seconds = [m.value for m in client.get_metric_history(run.info.run_id,
+                                                                   "epoch_seconds")]
+            first_epoch_end = client.get_metric_history(run.info.run_id, "loss")[0].timestamp
+            first_step = first_epoch_end / 1000 - seconds[0] - t0
+            fixed = (run.info.end_time - run.info.start_time) / 1000 - sum(seconds)
+        rows.append((f"start-up to first step, {dataset}: sweeper / plain",
+                     f"{first_step / raw_first:.2f}", f"{first_step:.1f} s / {raw_first:.1f} s"))
+        rows.append((f"per-trial fixed cost, {dataset} (build, compile, evaluate, log)",
+                     f"{fixed / sum(seconds):.2f} of training", f"{fixed:.1f} s"))
+
+
+# --- 3. CPU speed levers ---------------------------------------------------------------------
+
+def levers(data_dir, rows):
+    """cnn-cifar10 (B3) on 20,000 images, steady-state epochs, each against float32 at
+    batch 32 with all threads; accuracy compared after the same epochs and seed."""
+    common = ("cifar10", 22222, 3)
+    base, _, _ = run_raw(data_dir, *common, 32, "--arch", "cnn-cifar10")
+    variants = {
+        "mixed_bfloat16": ("--precision", "mixed_bfloat16"),
+        "1 thread (of 2)": ("--threads", "1"),
+        "jit_compile (XLA)": ("--jit",),
+    }
+    results = {name: run_raw(data_dir, *common, 32, "--arch", "cnn-cifar10", *flags)[0]
+               for name, flags in variants.items()}
+    results["batch 128"] = run_raw(data_dir, *common, 128, "--arch", "cnn-cifar10")[0]
+    for name, r in results.items():
+        speed = r["steady_images_per_second"] / base["steady_images_per_second"]
+        rows.append((f"lever: {name}, speed vs float32 batch 32", f"{speed:.2f}",
+                     f"test accuracy {r['test_accuracy']:.4f} vs {base['test_accuracy']:.4f} "
+                     f"after 3 epochs"))
+
+
+# --- workers (issue: scale-out) -------------------------------------------------------------
+
+def workers(data_dir, rows):
+    """Trials per hour with 1, 2 and 3 workers on tiny trials; and images/s of one sweep with
+    one two-thread worker against two one-thread workers. Needs PostgreSQL (cluster.sh)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        env = {**os.environ, "CLUSTER_DIR": str(folder / "cluster"), "PG_PORT": "5491",
+               "MLFLOW_PORT": "5492", "PYTHON": PYTHON}
+        script = str(ROOT / "scripts" / "cluster.sh")
+        out = subprocess.run([script, "start"], env=env, check=True, capture_output=True,
+                             text=True).stdout
+        urls = dict(line.removeprefix("export ").split("=", 1)
+                    for line in out.splitlines() if line.startswith("export "))
+        try:
+            tiny = {"cnn": {**FIXED_CNN, "filters": 8, "dense_units": 16}}
+            rates = {}
+            for k in (1, 2, 3):
+                path = sweep_file(folder, f"tiny{k}", trials=12, epochs=1, limit=2000,
+                                  families=tiny)
+                wall = run_sweeper(folder, path, "--workers", str(k), "--storage",
+                                   urls["SWEEPER_STORAGE"], "--tracking-uri",
+                                   urls["MLFLOW_TRACKING_URI"], "--data-dir", str(data_dir))
+                rates[k] = 12 / wall * 3600
+            for k, rate in rates.items():
+                rows.append((f"workers: {k} on tiny trials, trials/hour vs 1 worker",
+                             f"{rate / rates[1]:.2f}", f"{rate:.0f} trials/hour"))
+            images = {}
+            for label, k in (("one 2-thread worker", 1), ("two 1-thread workers", 2)):
+                path = sweep_file(folder, f"img{k}", trials=4, epochs=2, limit=11112)
+                wall = run_sweeper(folder, path, "--workers", str(k), "--storage",
+                                   urls["SWEEPER_STORAGE"], "--tracking-uri",
+                                   urls["MLFLOW_TRACKING_URI"], "--data-dir", str(data_dir))
+                images[label] = 4 * 2 * 10000 / wall
+            ref = images["one 2-thread worker"]
+            for label, ips in images.items():
+                rows.append((f"workers: {label}, sweep images/s vs one 2-thread worker",
+                             f"{ips / ref:.2f}", f"{ips:.0f} images/s (wall, 4 trials)"))
+        finally:
+            subprocess.run([script, "stop"], env=env, capture_output=True)
+
+
+SECTIONS = {"overhead": overhead, "startup": startup, "levers": levers, "workers": workers}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="overhead,startup,levers")
+    parser.add_argument("--data-dir", default=os.environ.get("SWEEPER_DATA_DIR",
+                                                             ROOT.parent / "shared" / "data"))
+    args = parser.parse_args()
+    rows = []
+    started = time.perf_counter()
+    for name in args.only.split(","):
+        print(f"running {name}...", file=sys.stderr, flush=True)
+        SECTIONS[name](Path(args.data_dir).resolve(), rows)
+    machine = f"{socket.gethostname()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+    table = "\n".join(["| measure | ratio | figures |", "|---|---|---|",
+                       *(f"| {a} | {b} | {c} |" for a, b, c in rows)])
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    text = (f"# Benchmarks {stamp}\n\nMachine: {machine}. Sections: {args.only}. "
+            f"Took {(time.perf_counter() - started) / 60:.1f} min.\n\n{table}\n")
+    print(text)
+    out = ROOT / "bench" / "results" / f"{stamp[:10]}-{socket.gethostname()}.md"
+    out.write_text(text)
+    print(f"written to {out.relative_to(ROOT)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -50,8 +50,21 @@ def start_workers(n, path, storage, tracking, workdir, data_dir, beat="30"):
     env = {**os.environ, "SWEEPER_DATA_DIR": str(data_dir), "SWEEPER_HEARTBEAT_SECONDS": beat}
     command = [sys.executable, "-m", "sweeper.cli", "sweep", str(path), "--storage", storage,
                "--tracking-uri", tracking, "--threads", "1"]
-    return [subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL) for _ in range(n)]
+    mlflow.set_tracking_uri(tracking)
+    workers = []
+    for i in range(n):
+        log = open(workdir / f"worker{i}.log", "w")  # noqa: SIM115 (closed at exit)
+        worker = subprocess.Popen(command, cwd=workdir, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+        worker.log_path = log.name
+        workers.append(worker)
+    return workers
+
+
+def wait_all(workers):
+    """Waits for every worker; a failure shows the end of that worker's log."""
+    for worker in workers:
+        assert worker.wait(timeout=600) == 0, Path(worker.log_path).read_text()[-3000:]
 
 
 def write_sweep(folder, study, trials, **changes):
@@ -75,7 +88,7 @@ def test_three_workers_share_one_budget(cluster, tmp_path, data_dir):
     storage, tracking = cluster
     path = write_sweep(tmp_path, "three", 9)
     workers = start_workers(3, path, storage, tracking, tmp_path, data_dir)
-    assert [w.wait(timeout=600) for w in workers] == [0, 0, 0]
+    wait_all(workers)
 
     study = optuna.load_study(study_name="three", storage=storage)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -113,7 +126,8 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cluster, tmp_p
             break
         time.sleep(0.2)
     assert killed is not None, "the victim never started a trial"
-    assert [w.wait(timeout=600) for w in workers[1:]] == [0, 0]
+    victim.wait(timeout=60)
+    wait_all(workers[1:])
 
     study = optuna.load_study(study_name="killed", storage=storage)
     by_number = {t.number: t for t in study.trials}

@@ -53,3 +53,34 @@ def test_default_store_is_sqlite_under_mlruns(tmp_path, monkeypatch):
     uri = tracking.configure()
     assert uri == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     assert (tmp_path / "mlruns").is_dir()
+
+
+def test_epoch_printer_writes_plain_lines_off_a_terminal():
+    import io
+
+    stream = io.StringIO()
+    printer = runner.EpochPrinter("cnn #3", 10, stream=stream)
+    printer.set_params({"steps": 5})
+    printer.on_epoch_begin(1)
+    printer.on_train_batch_end(0, {"loss": 0.5})
+    printer.on_epoch_end(1, {"loss": 0.25, "val_loss": 0.5, "val_accuracy": 0.875})
+    assert stream.getvalue().startswith(
+        "  cnn #3 epoch 2/10 loss=0.2500 val_loss=0.5000 val_accuracy=0.8750 (")
+    assert "\r" not in stream.getvalue() and "batch" not in stream.getvalue()
+
+
+def test_epoch_printer_shows_live_batches_on_a_terminal():
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    printer = runner.EpochPrinter("mlp #1", 2, stream=stream)
+    printer.set_params({"steps": 5})
+    printer.on_epoch_begin(0)
+    printer.on_train_batch_end(0, {"loss": 0.5})
+    printer.on_epoch_end(0, {"loss": 0.25})
+    assert "\r  mlp #1 epoch 1/2 batch 1/5 loss=0.5000" in stream.getvalue()
+    assert stream.getvalue().endswith("\x1b[K\n")

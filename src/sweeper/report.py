@@ -11,6 +11,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from sweeper import baselines
+from sweeper.errors import SweeperError
 from sweeper.results import Selection, finished_runs, measured_baseline
 
 COLUMNS = ("family", "row", "run", "test accuracy", "parameters", "epochs", "wall time (s)",
@@ -23,8 +24,6 @@ def build(dataset: str, out: str | Path) -> tuple[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     trials = finished_runs(Selection(dataset=dataset), kinds=("trial",))
     if not trials:
-        from sweeper.errors import SweeperError
-
         raise SweeperError(f"No finished sweep trial on dataset {dataset!r}; run a sweep first")
     table = markdown_table(table_rows(trials, dataset))
     (out / "report.md").write_text(f"# Sweeps on {dataset}\n\n{table}\n")

@@ -17,23 +17,41 @@ from sweeper.train import TrialResult, defaults, train
 
 
 class EpochPrinter(keras.callbacks.Callback):
-    """One plain line per epoch, so logs and pipes read well."""
+    """One plain line per epoch; on a terminal, also a live batch counter that each epoch's
+    line replaces. Pipes and log files get the plain lines only."""
 
     def __init__(self, label: str, epochs: int, metric: str = "val_accuracy", stream=None):
         super().__init__()
         self.label, self.epochs, self.metric = label, epochs, metric
         self.stream = stream or sys.stdout
-        self._started = 0.0
+        self.live = self.stream.isatty()
+        self._started = self._shown = 0.0
+        self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if not self.live or now - self._shown < 0.5:  # a few redraws a second at most
+            return
+        self._shown = now
+        steps = self.params.get("steps") or "?"
+        loss = (logs or {}).get("loss")
+        shown = f" loss={loss:.4f}" if loss is not None else ""
+        self.stream.write(f"\r  {self.label} epoch {self._epoch + 1}/{self.epochs} "
+                          f"batch {batch + 1}/{steps}{shown}\033[K")
+        self.stream.flush()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         keys = dict.fromkeys(("loss", "val_loss", "val_accuracy", self.metric))
         shown = " ".join(f"{k}={logs[k]:.4f}" for k in keys if k in logs)
-        print(f"  {self.label} epoch {epoch + 1}/{self.epochs} {shown} "
-              f"({time.perf_counter() - self._started:.1f}s)", file=self.stream, flush=True)
+        start = "\r" if self.live else ""
+        print(f"{start}  {self.label} epoch {epoch + 1}/{self.epochs} {shown} "
+              f"({time.perf_counter() - self._started:.1f}s)"
+              f"{chr(27) + '[K' if self.live else ''}", file=self.stream, flush=True)
 
 
 def tracked_trial(

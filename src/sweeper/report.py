@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeper import baselines
 from sweeper.errors import SweeperError
-from sweeper.results import Selection, finished_runs, measured_baseline
+from sweeper.results import Selection, documented, finished_runs, measured_baseline, score
 
 COLUMNS = ("family", "row", "run", "test accuracy", "parameters", "epochs", "wall time (s)",
            "images/s")
@@ -47,9 +47,12 @@ def table_rows(trials, dataset) -> list[list[str]]:
         measured = measured_baseline(recipe.name, dataset)
         if measured:
             rows.append(_run_row(family, f"baseline {recipe.name} (measured)", measured))
-        documented = recipe.documented_accuracy
+        in_sweep = next((r for r in trials if r.data.params["family"] == family
+                         and r.data.tags.get("baseline") == "yes"), None)
+        if in_sweep:
+            rows.append(_run_row(family, f"baseline {recipe.name} (first trial)", in_sweep))
         rows.append([family, f"baseline {recipe.name} (documented)", "",
-                     f"{documented:.4f}" if documented else "not printed", "", "", "", ""])
+                     documented(recipe, dataset), "", "", "", ""])
     return rows
 
 
@@ -86,7 +89,7 @@ def _plot_best_so_far(trials, path):
         runs = [r for r in ordered if r.data.params["family"] == family]
         best, values = -math.inf, []
         for r in runs:
-            best = max(best, r.data.metrics.get("best_val_accuracy", -math.inf))
+            best = max(best, score(r))
             values.append(best)
         numbers = [int(r.data.tags.get("trial_number", i)) for i, r in enumerate(runs)]
         minutes = [((r.info.end_time or r.info.start_time) - start) / 60000 for r in runs]

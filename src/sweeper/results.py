@@ -49,8 +49,22 @@ def finished_runs(selection: Selection, kinds=("trial", "baseline")) -> list:
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, " and ".join(filters), max_results=5000)
     runs = [r for r in runs if r.data.tags.get("kind") in kinds]
-    key = "best_val_accuracy" if selection.metric == "val_accuracy" else "test_accuracy"
-    return sorted(runs, key=lambda r: r.data.metrics.get(key, -1.0), reverse=True)
+    return sorted(runs, key=lambda r: score(r, selection.metric), reverse=True)
+
+
+def score(run, metric: str = "val_accuracy") -> float:
+    """Validation accuracy: the best epoch's (runs before that metric existed: the last's)."""
+    m = run.data.metrics
+    if metric == "val_accuracy":
+        return m.get("best_val_accuracy", m.get("val_accuracy", -1.0))
+    return m.get(metric, -1.0)
+
+
+def documented(recipe, dataset: str | None) -> str:
+    """The recipe's documented accuracy, where it was documented on this dataset."""
+    if recipe.dataset not in (None, dataset):
+        return f"n/a (documented on {recipe.dataset})"
+    return f"{recipe.documented_accuracy:.4f}" if recipe.documented_accuracy else "not printed"
 
 
 def best_run(selection: Selection):
@@ -70,7 +84,7 @@ def describe(run) -> str:
     lines = [
         f"best run  {run.info.run_id}  ({run.info.run_name})",
         f"family    {family} on {p.get('dataset')}",
-        f"accuracy  validation {m.get('best_val_accuracy', float('nan')):.4f}, "
+        f"accuracy  validation {score(run):.4f}, "
         f"test {m.get('test_accuracy', float('nan')):.4f}",
         "params    " + ", ".join(f"{k}={v}" for k, v in sorted(p.items())
                                   if k in train.defaults(family)),
@@ -78,11 +92,10 @@ def describe(run) -> str:
     recipe = baselines.for_family(family, dataset)
     if recipe:
         measured = measured_baseline(recipe.name, p.get("dataset"))
-        documented = (f"{recipe.documented_accuracy:.4f}" if recipe.documented_accuracy
-                      else "not printed")
         seen = (f"{measured.data.metrics['test_accuracy']:.4f} (run {measured.info.run_id})"
                 if measured else "not run yet (sweeper baseline " + recipe.name + ")")
-        lines.append(f"baseline  {recipe.name}: documented {documented}, measured {seen}")
+        lines.append(f"baseline  {recipe.name}: documented {documented(recipe, dataset)}, "
+                     f"measured {seen}")
     return "\n".join(lines)
 
 

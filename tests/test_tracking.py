@@ -1,3 +1,4 @@
+import keras
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
@@ -59,10 +60,10 @@ def test_epoch_printer_writes_plain_lines_off_a_terminal():
     import io
 
     stream = io.StringIO()
-    printer = runner.EpochPrinter("cnn #3", 10, stream=stream)
+    printer = runner.epoch_printer("cnn #3", 10, stream=stream)
+    assert type(printer).on_train_batch_end is keras.callbacks.Callback.on_train_batch_end
     printer.set_params({"steps": 5})
     printer.on_epoch_begin(1)
-    printer.on_train_batch_end(0, {"loss": 0.5})
     printer.on_epoch_end(1, {"loss": 0.25, "val_loss": 0.5, "val_accuracy": 0.875})
     assert stream.getvalue().startswith(
         "  cnn #3 epoch 2/10 loss=0.2500 val_loss=0.5000 val_accuracy=0.8750 (")
@@ -77,7 +78,8 @@ def test_epoch_printer_shows_live_batches_on_a_terminal():
             return True
 
     stream = Terminal()
-    printer = runner.EpochPrinter("mlp #1", 2, stream=stream)
+    printer = runner.epoch_printer("mlp #1", 2, stream=stream)
+    assert printer.async_safe
     printer.set_params({"steps": 5})
     printer.on_epoch_begin(0)
     printer.on_train_batch_end(0, {"loss": 0.5})

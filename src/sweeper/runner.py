@@ -16,33 +16,29 @@ from sweeper.data import Dataset
 from sweeper.train import TrialResult, defaults, train
 
 
+def epoch_printer(label: str, epochs: int, metric: str = "val_accuracy", stream=None):
+    """Plain lines per epoch; on a terminal, also a live batch counter."""
+    stream = stream or sys.stdout
+    cls = LiveEpochPrinter if stream.isatty() else EpochPrinter
+    return cls(label, epochs, metric, stream)
+
+
 class EpochPrinter(keras.callbacks.Callback):
-    """One plain line per epoch; on a terminal, also a live batch counter that each epoch's
-    line replaces. Pipes and log files get the plain lines only."""
+    """One plain line per epoch, so pipes and log files read well. No batch hook: one would
+    make Keras wait for every batch's logs."""
+
+    live = False
 
     def __init__(self, label: str, epochs: int, metric: str = "val_accuracy", stream=None):
         super().__init__()
         self.label, self.epochs, self.metric = label, epochs, metric
         self.stream = stream or sys.stdout
-        self.live = self.stream.isatty()
         self._started = self._shown = 0.0
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
         self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        now = time.perf_counter()
-        if not self.live or now - self._shown < 0.5:  # a few redraws a second at most
-            return
-        self._shown = now
-        steps = self.params.get("steps") or "?"
-        loss = (logs or {}).get("loss")
-        shown = f" loss={loss:.4f}" if loss is not None else ""
-        self.stream.write(f"\r  {self.label} epoch {self._epoch + 1}/{self.epochs} "
-                          f"batch {batch + 1}/{steps}{shown}\033[K")
-        self.stream.flush()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -52,6 +48,26 @@ class EpochPrinter(keras.callbacks.Callback):
         print(f"{start}  {self.label} epoch {epoch + 1}/{self.epochs} {shown} "
               f"({time.perf_counter() - self._started:.1f}s)"
               f"{chr(27) + '[K' if self.live else ''}", file=self.stream, flush=True)
+
+
+class LiveEpochPrinter(EpochPrinter):
+    """On a terminal: a batch counter that each epoch's line replaces. Safe to run on
+    Keras' async dispatch, so training does not wait for it."""
+
+    live = True
+    async_safe = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if now - self._shown < 0.5:  # a few redraws a second at most
+            return
+        self._shown = now
+        steps = self.params.get("steps") or "?"
+        loss = (logs or {}).get("loss")
+        shown = f" loss={loss:.4f}" if loss is not None else ""
+        self.stream.write(f"\r  {self.label} epoch {self._epoch + 1}/{self.epochs} "
+                          f"batch {batch + 1}/{steps}{shown}\033[K")
+        self.stream.flush()
 
 
 def tracked_trial(
@@ -81,7 +97,7 @@ def tracked_trial(
     with tracking.trial_run(experiment, run_name, logged, all_tags, parent_run_id) as run:
         if on_start:
             on_start(run.run_id)
-        callbacks = [tracking.EpochLogger(run.run_id), EpochPrinter(run_name, epochs)]
+        callbacks = [tracking.EpochLogger(run.run_id), epoch_printer(run_name, epochs)]
         result = train(family, full, dataset, epochs=epochs, seed=seed, callbacks=callbacks,
                        should_prune=should_prune, precision=precision,
                        deadline=deadline)

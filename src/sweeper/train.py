@@ -70,6 +70,17 @@ class TrialResult:
         return max(values) if direction == "maximize" else min(values)
 
 
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops at the end of an epoch whose loss is NaN. Checked per epoch, not per batch like
+    `TerminateOnNaN`: a batch hook makes Keras wait for every batch's logs (~40% slower
+    here on the CPU)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.model.stop_training = True
+
+
 class Deadline(keras.callbacks.Callback):
     """Ends training after the epoch that passes `deadline` (a `time.time()` value), so a
     sweep's timeout bounds its wall time; the trial keeps what it learned."""
@@ -206,7 +217,7 @@ def _targets(p, y, n_classes):
 
 
 def _standard_callbacks(p):
-    callbacks = [keras.callbacks.TerminateOnNaN()]
+    callbacks = [StopOnNaN()]
     if p["early_stopping_patience"]:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=p["early_stopping_monitor"], patience=p["early_stopping_patience"],

@@ -44,6 +44,8 @@ def sweep_file(folder: Path, name: str, dataset="mnist", trials=1, epochs=3, lim
 
 def run_sweeper(folder: Path, path: Path, *args, env=None) -> float:
     """Runs `sweeper sweep` in `folder` (its own MLflow and Optuna stores); wall seconds."""
+    if "--tracking-uri" not in args:  # mlflow.set_tracking_uri exports it to children
+        args = (*args, "--tracking-uri", f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
     start = time.perf_counter()
     subprocess.run([PYTHON, "-m", "sweeper.cli", "sweep", str(path), *args], cwd=folder,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

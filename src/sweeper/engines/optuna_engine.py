@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
@@ -89,10 +90,19 @@ def make_storage(url: str | None):
         url = f"sqlite:///{DEFAULT_STORAGE.resolve()}"
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     beat = _beat()
-    with warnings.catch_warnings():  # heartbeats are marked experimental; we rely on them
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=beat,
-                          grace_period=beat * 4, heartbeat_stale_trial_callback=_StaleTrial())
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeats are experimental; we rely on them
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=beat,
+                                  grace_period=beat * 4,
+                                  heartbeat_stale_trial_callback=_StaleTrial())
+        except sqlalchemy.exc.DBAPIError:
+            # Workers starting together on a fresh database race to create its tables;
+            # the loser finds them made on the next try.
+            if attempt == 4:
+                raise
+            time.sleep(1 + attempt)
 
 
 class _StaleTrial:

@@ -8,6 +8,9 @@ the MLflow runs look the same.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -16,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeper import baselines, data, engines, runner, space, tracking, train
 from sweeper.config import SweepSpec
+from sweeper.errors import SweeperError
 
 
 @dataclass
@@ -123,12 +127,6 @@ def run_sweep(spec: SweepSpec, *, storage: str | None = None, data_dir=None,
 def run_workers(spec: SweepSpec, workers: int, *, storage: str | None, argv: list[str]) -> int:
     """Starts `workers` copies of this sweep command on one study, each with its share of the
     CPU threads; Optuna's storage hands out the trials. Returns the worst exit code."""
-    import os
-    import subprocess
-    import sys
-
-    from sweeper.errors import SweeperError
-
     if spec.engine != "optuna":
         raise SweeperError("--workers runs the optuna engine; keras-tuner has its own "
                            "distributed mode (KERASTUNER_* variables)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -57,7 +57,6 @@ class TrialResult:
     train_seconds: float
     images_per_second: float
     pruned: bool = False
-    extra: dict = field(default_factory=dict)
 
     @property
     def epochs(self) -> int:

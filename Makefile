@@ -23,11 +23,11 @@ $(BIN)/sweeper: pyproject.toml
 test: install  ## Run the test suite (offline, tiny data)
 	$(BIN)/pytest -q
 
-sweep: install  ## Run sweeps/$(DATASET).yaml; TRIALS, ENGINE, TIMEOUT, EPOCHS, LIMIT pass through
+sweep: install  ## Run sweeps/$(DATASET).yaml; TRIALS, ENGINE, TIMEOUT, EPOCHS, TARGET, LIMIT pass through
 	$(BIN)/sweeper sweep sweeps/$(DATASET).yaml \
 		$(if $(TRIALS),--trials $(TRIALS)) $(if $(ENGINE),--engine $(ENGINE)) \
 		$(if $(TIMEOUT),--timeout $(TIMEOUT)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
-		$(if $(LIMIT),--limit $(LIMIT))
+		$(if $(TARGET),--target $(TARGET)) $(if $(LIMIT),--limit $(LIMIT))
 
 baseline: install  ## Run one documented recipe: make baseline NAME=cnn-mnist
 	$(BIN)/sweeper baseline $(NAME)

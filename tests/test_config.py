@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,9 @@ def test_a_valid_file_loads_into_a_spec(tmp_path):
     ({"pruner": "patience"}, "pruner: expected pruner (none, median, hyperband, successive-halving)"),
     ({"budget": {"trials": 0}}, "budget.trials: expected a positive number. Received: 0"),
     ({"budget": {"trails": 3}}, "budget.trails: expected one of trials, timeout_minutes, max_epochs"),
+    ({"budget": {"target": 98.5}}, "budget.target: expected a value of val_accuracy to stop at "
+                                   "(between 0 and 1). Received: 98.5"),
+    ({"baseline_first": "no"}, "baseline_first: expected true or false. Received: 'no'"),
     ({"objective": {"metric": "val_loss", "direction": "maximize"}},
      "objective.direction: expected minimize for val_loss"),
     ({"families": {"resnet": {}}}, "families.resnet: expected one of mlp, cnn, cnn_bn, transfer"),
@@ -92,6 +96,15 @@ def test_overrides_switch_engine_and_keep_a_sampler_it_knows(tmp_path):
                                                                max_epochs=None)
     assert (spec.engine, spec.sampler, spec.pruner, spec.trials, spec.max_epochs) == (
         "keras-tuner", "bayesian", "none", 9, 2)
+
+
+def test_target_is_met_in_the_objective_direction(tmp_path):
+    spec = config.load(write(tmp_path, {**VALID, "budget": {"trials": 4, "target": 0.9}}))
+    assert spec.reached(0.9) and spec.reached(0.95) and not spec.reached(0.89)
+    assert not spec.reached(float("nan"))
+    by_loss = spec.with_overrides(metric="val_loss", direction="minimize", target=0.1)
+    assert by_loss.reached(0.05) and not by_loss.reached(0.2)
+    assert not dataclasses.replace(spec, target=None).reached(1.0)
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)

@@ -79,6 +79,28 @@ def test_sweep_logs_parent_and_children_then_resumes(workdir, engine):
     assert numbers == [0, 1, 2, 3, 4]  # numbering continues; nothing ran twice
 
 
+@pytest.mark.parametrize("engine", ["optuna", "keras-tuner"])
+def test_a_met_target_stops_the_trial_and_the_sweep(workdir, engine):
+    study = f"target-{engine}"
+    path = sweep_file(workdir, study, engine=engine, baseline_first=False,
+                      sampler="random", budget={"trials": 4, "max_epochs": 3, "target": 0.01})
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "target val_accuracy 0.01 reached by" in result.output
+    parent = parent_of(study)
+    children = children_of(parent.info.run_id)
+    assert len(children) == 1  # of a budget of 4
+    assert children[0].data.tags["baseline"] == "no"
+    assert children[0].data.metrics["epochs"] == 1  # of 3: it stopped where it met the target
+    assert parent.data.tags["target_reached_by"].startswith(children[0].info.run_name)
+    assert parent.data.metrics["target_reached_seconds"] > 0
+
+    result = CliRunner().invoke(main, ["sweep", str(path), "--trials", "6"])
+    assert result.exit_code == 0, result.output
+    assert "already met its target" in result.output
+    assert len(children_of(parent.info.run_id)) == 1
+
+
 class AlwaysPrune(optuna.pruners.BasePruner):
     def prune(self, study, trial):
         return True

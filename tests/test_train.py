@@ -59,6 +59,24 @@ def test_evaluate_computes_test_metrics_from_probabilities():
     assert math.isnan(train.evaluate(probs, np.array([0, 0, 0, 0]))["test_roc_auc"])
 
 
+@pytest.mark.parametrize("n_classes", [2, 3, 10])
+def test_evaluate_agrees_with_scikit_learn(n_classes):
+    sklearn = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(n_classes)
+    y = rng.integers(0, n_classes, 2000)
+    probs = np.round(rng.random((2000, n_classes)) + 0.3 * np.eye(n_classes)[y], 2)  # ties
+    probs /= probs.sum(1, keepdims=True)
+    metrics = train.evaluate(probs, y)
+    precision, recall, f1, _ = sklearn.precision_recall_fscore_support(
+        y, probs.argmax(1), average="macro", zero_division=0)
+    auc = (sklearn.roc_auc_score(y, probs[:, 1]) if n_classes == 2 else
+           sklearn.roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+    assert metrics["test_precision"] == pytest.approx(precision)
+    assert metrics["test_recall"] == pytest.approx(recall)
+    assert metrics["test_f1"] == pytest.approx(f1)
+    assert metrics["test_roc_auc"] == pytest.approx(auc)
+
+
 def test_mse_loss_trains_on_one_hot_targets(mnist):
     result = train.train("mlp", {"units": 8, "loss": "mse"}, mnist, epochs=1, seed=0)
     assert result.test["test_loss"] < 0.2
@@ -69,9 +87,14 @@ def test_unknown_optimizer_names_the_known_ones(mnist):
         train.train("mlp", {"optimizer": "adagrad"}, mnist, epochs=1, seed=0)
 
 
-def test_deadline_ends_training_after_the_current_epoch(mnist):
-    import time
+def test_stop_when_ends_training_after_the_epoch_it_holds_for(mnist):
+    seen = []
+
+    def done(logs):
+        seen.append(logs["val_accuracy"])
+        return len(seen) == 2
 
     result = train.train("mlp", {"units": 8, "early_stopping_patience": 0}, mnist, epochs=5,
-                         seed=0, deadline=time.time() - 1)
-    assert result.epochs == 1 and not result.pruned
+                         seed=0, stop_when=done)
+    assert result.epochs == 2 and not result.pruned
+    assert result.history["val_accuracy"] == pytest.approx(seen)

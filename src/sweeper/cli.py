@@ -108,6 +108,8 @@ def baseline(name, show_list, dataset, epochs, seed, overrides, data_dir, limit,
                    "postgresql://... for many workers.")
 @click.option("--study", help="Study name (default: the file's `study`, else its name).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Max epochs per trial.")
+@click.option("--target", type=click.FloatRange(min=0, min_open=True),
+              help="Stop once a trial's objective metric reaches this (e.g. 0.985).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Trial processes side by side on this machine (needs --storage that "
                    "several processes can share, e.g. PostgreSQL).")
@@ -117,15 +119,18 @@ def baseline(name, show_list, dataset, epochs, seed, overrides, data_dir, limit,
 @data_options
 @tracking_option
 @user_errors
-def sweep(sweep_file, trials, timeout, engine, storage, study, epochs, workers, threads,
-          data_dir, limit, tracking_uri):
+def sweep(sweep_file, trials, timeout, engine, storage, study, epochs, target, workers,
+          threads, data_dir, limit, tracking_uri):
     """Run (or resume) the sweep described in SWEEP_FILE."""
     from sweeper import config
     from sweeper.sweep import run_sweep, run_workers
 
     spec = config.load(sweep_file).with_overrides(
         trials=trials, timeout_minutes=timeout, engine=engine, study=study,
-        max_epochs=epochs, limit=limit)
+        max_epochs=epochs, target=target, limit=limit)
+    if spec.metric == "val_accuracy" and (spec.target or 0) > 1:
+        raise SweeperError(f"--target: val_accuracy is a fraction, at most 1 (received "
+                           f"{spec.target:g}; for 98.5% give 0.985)")
     if workers > 1:
         sys.exit(run_workers(spec, workers, storage=storage, argv=sys.argv[1:]))
     if threads:
@@ -135,7 +140,8 @@ def sweep(sweep_file, trials, timeout, engine, storage, study, epochs, workers, 
     click.echo(f"sweep {spec.study}: {spec.dataset}, {', '.join(spec.families)}; "
                f"{spec.engine}/{spec.sampler}, pruner {spec.pruner}, {spec.trials} trials"
                f"{f', {spec.timeout_minutes:g} min' if spec.timeout_minutes else ''}, "
-               f"<= {spec.max_epochs} epochs each")
+               f"<= {spec.max_epochs} epochs each"
+               f"{f'; stops at {spec.metric} {spec.target:g}' if spec.target else ''}")
     parent = run_sweep(spec, storage=storage, data_dir=data_dir, tracking_uri=tracking_uri)
     click.echo(f"sweep {spec.study} done; parent run {parent}")
 

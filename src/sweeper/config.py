@@ -7,6 +7,7 @@ runs and nothing is written until the whole file is valid.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ PRUNERS = ("none", "median", "hyperband", "successive-halving")
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
 PRECISIONS = ("float32", "mixed_bfloat16")
 TOP_KEYS = ("dataset", "data", "engine", "sampler", "pruner", "objective", "budget", "seed",
-            "study", "precision", "families")
+            "study", "precision", "baseline_first", "families")
 
 
 @dataclass
@@ -40,9 +41,11 @@ class SweepSpec:
     trials: int = 20
     timeout_minutes: float | None = None
     max_epochs: int = 10
+    target: float | None = None  # stop the sweep once a trial's metric reaches this
     seed: int = 0
     study: str = ""
     precision: str = "float32"
+    baseline_first: bool = True  # each family's documented recipe is its first trial
     val_fraction: float = 0.1
     image_size: tuple[int, int] = data.DEFAULT_IMAGE_SIZE
     limit: int | None = None
@@ -57,6 +60,12 @@ class SweepSpec:
         if spec.engine == "keras-tuner" and spec.pruner != "none":
             spec = dataclasses.replace(spec, pruner="none")
         return spec
+
+    def reached(self, value: float) -> bool:
+        """Whether `value` of the objective metric meets the target (never, without one)."""
+        if self.target is None or math.isnan(value):
+            return False
+        return value >= self.target if self.direction == "maximize" else value <= self.target
 
 
 def load(path: str | Path) -> SweepSpec:
@@ -109,10 +118,18 @@ def _build(raw, path, problems) -> SweepSpec | None:
 
     _unknown(objective, ("metric", "direction"), "objective", problem)
     budget = _mapping(raw, "budget", problem)
-    _unknown(budget, ("trials", "timeout_minutes", "max_epochs"), "budget", problem)
+    _unknown(budget, ("trials", "timeout_minutes", "max_epochs", "target"), "budget", problem)
     trials = _positive(budget, "trials", 20, int, problem, "budget.")
     timeout = _positive(budget, "timeout_minutes", None, (int, float), problem, "budget.")
     max_epochs = _positive(budget, "max_epochs", 10, int, problem, "budget.")
+    target = budget.get("target")
+    if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool)
+                               or (metric == "val_accuracy" and not 0 < target <= 1)):
+        problem("budget.target", f"a value of {metric} to stop at"
+                + (" (between 0 and 1)" if metric == "val_accuracy" else ""), target)
+    baseline_first = raw.get("baseline_first", True)
+    if not isinstance(baseline_first, bool):
+        problem("baseline_first", "true or false", baseline_first)
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         problem("seed", "an integer", seed)
@@ -138,6 +155,7 @@ def _build(raw, path, problems) -> SweepSpec | None:
         path=str(path), dataset=dataset, families=search, engine=engine, sampler=sampler,
         pruner=pruner, metric=metric, direction=direction, trials=trials,
         timeout_minutes=timeout, max_epochs=max_epochs, seed=seed,
+        target=None if target is None else float(target), baseline_first=baseline_first,
         study=str(raw.get("study") or Path(path).stem), precision=precision,
         val_fraction=val_fraction, image_size=tuple(image_size), limit=limit)
 

@@ -83,7 +83,7 @@ def tracked_trial(
     parent_run_id: str | None = None,
     should_prune=None,
     precision: str = "float32",
-    deadline: float | None = None,
+    stop_when=None,
     on_start=None,
 ) -> tuple[TrialResult | None, tracking.TrialRun]:
     """Trains one trial and logs it; a pruned trial is logged with its curves so far.
@@ -100,7 +100,7 @@ def tracked_trial(
         callbacks = [tracking.EpochLogger(run.run_id), epoch_printer(run_name, epochs)]
         result = train(family, full, dataset, epochs=epochs, seed=seed, callbacks=callbacks,
                        should_prune=should_prune, precision=precision,
-                       deadline=deadline)
+                       stop_when=stop_when)
         if result.pruned:
             run.state = "pruned"
         tracking.log_result(result, dataset, with_model=not result.pruned)

@@ -43,6 +43,16 @@ class TrialRunner:
         metrics = self.client.get_run(parent_run_id).data.metrics
         self.best_value = metrics.get(f"best_{spec.metric}", math.nan)
 
+    @property
+    def target_reached(self) -> bool:
+        return self.spec.reached(self.best_value)
+
+    def _stop_when(self, logs: dict) -> bool:
+        """After an epoch: stop the trial once the sweep's deadline passed or its target is
+        met (that trial then completes with the value that met it)."""
+        past_deadline = self.deadline is not None and time.time() > self.deadline
+        return past_deadline or self.spec.reached(logs.get(self.spec.metric, math.nan))
+
     def run(self, number: int, family: str, params: dict, report=None, epochs=None,
             position: int | None = None, on_start=None) -> Outcome:
         """Trains trial `number`; `report(epoch, value) -> bool` asks whether to prune."""
@@ -62,7 +72,7 @@ class TrialRunner:
                 family, {**_fixed(spec.families[family]), **params}, self.dataset,
                 experiment=self.experiment, run_name=label, epochs=epochs or spec.max_epochs,
                 seed=spec.seed + number, tags=tags, parent_run_id=self.parent_run_id,
-                should_prune=should_prune, precision=spec.precision, deadline=self.deadline,
+                should_prune=should_prune, precision=spec.precision, stop_when=self._stop_when,
                 on_start=on_start)
         except BaseException as error:
             print(f"  {label} failed: {type(error).__name__}: {error}", flush=True)
@@ -86,11 +96,20 @@ class TrialRunner:
         print(f"  {label} {state}: {self.spec.metric}={value:.4f} "
               f"test_accuracy={result.test['test_accuracy']:.4f}; best so far "
               f"{self.best_value:.4f} ({elapsed / 60:.1f} min)", flush=True)
+        if not result.pruned and self.spec.reached(value):
+            self.client.log_metric(self.parent_run_id, "target_reached_seconds", elapsed,
+                                   step=number)
+            self.client.set_tag(self.parent_run_id, "target_reached_by", f"{label} ({run_id})")
+            print(f"target {self.spec.metric} {self.spec.target:g} reached by {label} after "
+                  f"{elapsed / 60:.1f} min; stopping the sweep", flush=True)
 
 
 def baseline_points(spec: SweepSpec) -> dict[str, dict]:
-    """Each family's documented recipe as a point of its space, where the space holds it."""
+    """Each family's documented recipe as a point of its space, where the space holds it
+    (none when the sweep file says `baseline_first: false`)."""
     points = {}
+    if not spec.baseline_first:
+        return points
     for family, params in spec.families.items():
         recipe = baselines.for_family(family, spec.dataset)
         if recipe is None:
@@ -191,7 +210,8 @@ def _create_parent(spec, experiment, client) -> str:
               "pruner": spec.pruner, "objective": f"{spec.direction} {spec.metric}",
               "trials": spec.trials, "timeout_minutes": spec.timeout_minutes,
               "max_epochs": spec.max_epochs, "seed": spec.seed, "study": spec.study,
-              "families": ",".join(spec.families), "precision": spec.precision}
+              "families": ",".join(spec.families), "precision": spec.precision,
+              "target": spec.target, "baseline_first": spec.baseline_first}
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     client.log_text(run.info.run_id, spec.text, "sweep.yaml")
     documented = [b.documented_accuracy for b in baselines.BASELINES.values()

@@ -7,16 +7,21 @@ server. `MLFLOW_TRACKING_URI` or `--tracking-uri` points elsewhere (an MLflow se
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import keras
 import mlflow
+import numpy as np
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+
+from sweeper.train import confusion_matrix
 
 STORE_DIR = Path("mlruns")
 RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
@@ -124,12 +129,27 @@ def log_result(result, dataset, with_model: bool = True) -> None:
     if with_model:
         signature = mlflow.models.infer_signature(dataset.x_test[:2],
                                                   result.test_probabilities[:2])
-        mlflow.keras.log_model(model, name="model", signature=signature)
+        mlflow.keras.log_model(model, name="model", signature=signature,
+                               pip_requirements=model_requirements())
     mlflow.log_dict({"class_names": list(dataset.class_names)}, "class_names.json")
     mlflow.log_text(_summary(model), "model_summary.txt")
     mlflow.log_figure(curves_figure(result.history), "curves.png")
     mlflow.log_figure(confusion_figure(dataset.y_test, result.test_probabilities.argmax(1),
                                        dataset.class_names), "confusion_matrix.png")
+
+
+@functools.cache
+def model_requirements() -> list[str]:
+    """Keras and its backend, pinned: what loading a logged model needs. Given explicitly
+    because MLflow's inference reloads the model in a subprocess, ~5 s per trial."""
+    wanted = [f"keras=={metadata.version('keras')}"]
+    backend = keras.backend.backend()
+    for dist in (backend, f"{backend}-cpu"):  # tensorflow or tensorflow-cpu, say
+        try:
+            return [*wanted, f"{dist}=={metadata.version(dist)}"]
+        except metadata.PackageNotFoundError:
+            continue
+    return wanted
 
 
 def _summary(model) -> str:
@@ -158,17 +178,23 @@ def curves_figure(history: dict):
 
 
 def confusion_figure(y_true, y_pred, class_names):
+    """Counts per true (rows) and predicted (columns) class, numbers in the cells."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
 
-    size = max(5, 0.6 * len(class_names))
+    n = len(class_names)
+    matrix = confusion_matrix(y_true, y_pred, n)
+    size = max(5, 0.6 * n)
     fig, ax = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay.from_predictions(
-        y_true, y_pred, labels=range(len(class_names)), display_labels=class_names, ax=ax,
-        colorbar=False, xticks_rotation="vertical")
+    ax.imshow(matrix, cmap="Blues")
+    for (row, col), count in np.ndenumerate(matrix):
+        ax.text(col, row, str(count), ha="center", va="center", fontsize=8,
+                color="white" if count > matrix.max() / 2 else "black")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="Predicted label", ylabel="True label")
+    ax.set_xticklabels(class_names, rotation=90)
+    ax.set_yticklabels(class_names)
     fig.tight_layout()
     plt.close(fig)
     return fig

@@ -80,16 +80,16 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class Deadline(keras.callbacks.Callback):
-    """Ends training after the epoch that passes `deadline` (a `time.time()` value), so a
-    sweep's timeout bounds its wall time; the trial keeps what it learned."""
+class StopWhen(keras.callbacks.Callback):
+    """Ends training after an epoch whose logs satisfy `predicate`: the sweep's deadline
+    passed, or its target was reached. The trial keeps what it learned and completes."""
 
-    def __init__(self, deadline: float):
+    def __init__(self, predicate):
         super().__init__()
-        self.deadline = deadline
+        self.predicate = predicate
 
     def on_epoch_end(self, epoch, logs=None):
-        if time.time() > self.deadline:
+        if self.predicate(logs or {}):
             self.model.stop_training = True
 
 
@@ -117,12 +117,13 @@ def train(
     callbacks=(),
     should_prune=None,
     precision: str = "float32",
-    deadline: float | None = None,
+    stop_when=None,
     verbose: int = 0,
 ) -> TrialResult:
     """Trains one model; raises `TrialFailed` if the loss becomes NaN.
 
-    `precision` is a Keras dtype policy: "float32", or "mixed_bfloat16" on CPUs with bf16.
+    `should_prune(epoch, logs)` stops a losing trial (marked pruned); `stop_when(logs)` stops
+    one that is done early (deadline, target reached). `precision` is a Keras dtype policy: "float32", or "mixed_bfloat16" on CPUs with bf16.
     """
     p = {**defaults(family), **params}
     keras.backend.clear_session(free_memory=True)  # memory must not grow across trials
@@ -135,7 +136,7 @@ def train(
                   metrics=["accuracy"])
     pruner = Pruned(should_prune) if should_prune else None
     fit_callbacks = [*_standard_callbacks(p), *callbacks, *([pruner] if pruner else []),
-                     *([Deadline(deadline)] if deadline else [])]
+                     *([StopWhen(stop_when)] if stop_when else [])]
     y_train, y_val = _targets(p, dataset.y_train, dataset.n_classes), _targets(
         p, dataset.y_val, dataset.n_classes)
 
@@ -173,34 +174,50 @@ def make_optimizer(p: dict, learning_rate: float) -> keras.optimizers.Optimizer:
 
 def evaluate(probs: np.ndarray, y_true: np.ndarray, loss: str = "crossentropy") -> dict:
     """Test metrics from predicted probabilities: accuracy, loss, macro P/R/F1, ROC AUC."""
-    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
-
-    y_pred = probs.argmax(axis=1)
     n_classes = probs.shape[1]
     if loss == "mse":
         test_loss = float(np.mean((probs - np.eye(n_classes)[y_true]) ** 2))
     else:
         picked = probs[np.arange(len(y_true)), y_true]
         test_loss = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=range(n_classes), average="macro", zero_division=0)
+    matrix = confusion_matrix(y_true, probs.argmax(axis=1), n_classes)
+    hits = np.diag(matrix).astype(float)
+    # A class never predicted (or absent) scores 0, as scikit-learn's zero_division=0 does.
+    precision = np.divide(hits, matrix.sum(0), out=np.zeros(n_classes), where=matrix.sum(0) > 0)
+    recall = np.divide(hits, matrix.sum(1), out=np.zeros(n_classes), where=matrix.sum(1) > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros(n_classes), where=both > 0)
     return {
-        "test_accuracy": float(np.mean(y_pred == y_true)),
+        "test_accuracy": float(hits.sum() / len(y_true)),
         "test_loss": test_loss,
-        "test_precision": float(precision),
-        "test_recall": float(recall),
-        "test_f1": float(f1),
-        "test_roc_auc": _roc_auc(roc_auc_score, y_true, probs),
+        "test_precision": float(precision.mean()),
+        "test_recall": float(recall.mean()),
+        "test_f1": float(f1.mean()),
+        "test_roc_auc": _roc_auc(y_true, probs),
     }
 
 
-def _roc_auc(roc_auc_score, y_true, probs):
-    """One-vs-rest AUC; NaN when the test set lacks a class (AUC is undefined then)."""
-    if len(np.unique(y_true)) < probs.shape[1]:
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts, rows the true class and columns the predicted one."""
+    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes ** 2).reshape(
+        n_classes, n_classes)
+
+
+def _roc_auc(y_true, probs):
+    """Macro one-vs-rest ROC AUC, exact, as the Mann-Whitney statistic on average ranks
+    (ties share theirs). NaN when the test set lacks a class: AUC is undefined then."""
+    n_classes = probs.shape[1]
+    if len(np.unique(y_true)) < n_classes:
         return float("nan")
-    if probs.shape[1] == 2:
-        return float(roc_auc_score(y_true, probs[:, 1]))
-    return float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro"))
+    aucs = []
+    for c in ([1] if n_classes == 2 else range(n_classes)):  # binary: the positive class
+        _, inverse, counts = np.unique(probs[:, c], return_inverse=True, return_counts=True)
+        ends = np.cumsum(counts)
+        ranks = ((ends - counts + 1 + ends) / 2)[inverse]
+        positive = y_true == c
+        n_pos, n_neg = positive.sum(), (~positive).sum()
+        aucs.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(np.mean(aucs))
 
 
 def _loss(p):

@@ -23,6 +23,10 @@ def run(spec, runner, storage: str | None = None):
     oracle = _oracle(spec, list(runner.baseline_points.items()))
     tuner = _Tuner(oracle, runner=runner, hypermodel=_SpaceModel(spec.families),
                    directory=str(PROJECTS), project_name=spec.study, overwrite=False)
+    if oracle.target_met():  # a resumed project
+        print(f"study {spec.study} already met its target {spec.metric} {spec.target:g}",
+              flush=True)
+        return tuner
     tuner.search(verbose=0)  # our runner prints the progress lines
     return tuner
 
@@ -88,24 +92,35 @@ def _oracle(spec, baseline_points):
     objective = kt.Objective(spec.metric, "max" if spec.direction == "maximize" else "min")
     common = {"objective": objective, "seed": spec.seed}
     if spec.sampler == "hyperband":
-        oracle = _baseline_first(kt.oracles.HyperbandOracle)(
-            baseline_points, max_epochs=spec.max_epochs, factor=3, **common)
+        oracle = _sweeper_oracle(kt.oracles.HyperbandOracle)(
+            spec, baseline_points, max_epochs=spec.max_epochs, factor=3, **common)
         oracle.max_trials = spec.trials  # Hyperband has no trial budget of its own
         return oracle
     cls = (kt.oracles.BayesianOptimizationOracle if spec.sampler == "bayesian"
            else kt.oracles.RandomSearchOracle)
-    return _baseline_first(cls)(baseline_points, max_trials=spec.trials, **common)
+    return _sweeper_oracle(cls)(spec, baseline_points, max_trials=spec.trials, **common)
 
 
-def _baseline_first(oracle_class):
-    """The oracle, handing out each family's baseline point before its own proposals."""
+def _sweeper_oracle(oracle_class):
+    """The oracle, handing out each family's baseline point before its own proposals, and
+    stopping the search once a trial meets the sweep's target."""
 
-    class BaselineFirst(oracle_class):
-        def __init__(self, baseline_points, **kwargs):
+    class SweeperOracle(oracle_class):
+        def __init__(self, spec, baseline_points, **kwargs):
             super().__init__(**kwargs)
+            self.spec = spec
             self.queued = [{"family": family, **{space.qualified(family, k): v
                                                   for k, v in point.items()}}
                            for family, point in baseline_points]
+
+        def target_met(self) -> bool:
+            return any(t.score is not None and self.spec.reached(t.score)
+                       for t in self.trials.values() if t.status == "COMPLETED")
+
+        def populate_space(self, trial_id):
+            if self.target_met():
+                return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
+            return super().populate_space(trial_id)
 
         def _random_values(self):
             for values in self.queued:
@@ -113,5 +128,5 @@ def _baseline_first(oracle_class):
                     return dict(values)
             return super()._random_values()
 
-    BaselineFirst.__name__ = f"BaselineFirst{oracle_class.__name__}"
-    return BaselineFirst
+    SweeperOracle.__name__ = f"Sweeper{oracle_class.__name__}"
+    return SweeperOracle

@@ -44,6 +44,10 @@ def run(spec, runner, storage: str | None = None) -> optuna.Study:
         print(f"study {spec.study} already has {spec.trials} finished trials; raise "
               "--trials to run more", flush=True)
         return study
+    if _target_met(spec, study):
+        print(f"study {spec.study} already met its target {spec.metric} {spec.target:g}",
+              flush=True)
+        return study
     # The budget is shared by every worker on this study: trials running elsewhere count.
     budget = MaxTrialsCallback(spec.trials, states=(*FINISHED, TrialState.RUNNING))
     failures = _StopAfterFailures()
@@ -53,19 +57,20 @@ def run(spec, runner, storage: str | None = None) -> optuna.Study:
             lambda trial: _objective(trial, spec, runner, study),
             timeout=max(1.0, deadline - time.time()) if deadline else None,
             catch=(Exception,),  # a failed trial is recorded as FAIL and the sweep goes on
-            callbacks=[budget, failures], gc_after_trial=True)
+            callbacks=[budget, failures, _StopAtTarget(spec)], gc_after_trial=True)
         if failures.tripped or (deadline and time.time() >= deadline):
             return study
-        if not _wait_for_others(study, spec.trials):
+        if _target_met(spec, study) or not _wait_for_others(study, spec):
             return study
 
 
-def _wait_for_others(study, trials: int) -> bool:
+def _wait_for_others(study, spec) -> bool:
     """Stays while other workers' trials run, so one that dies is retried here.
 
     Returns True when there is work again (a retried trial, or budget left), False when the
-    budget is finished."""
-    while _finished(study) < trials:
+    budget is finished or the target met."""
+    trials = spec.trials
+    while _finished(study) < trials and not _target_met(spec, study):
         optuna.storages.fail_stale_trials(study)
         if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             return True
@@ -162,6 +167,25 @@ def _taken_before(study, trial) -> int:
     """Trials numbered before this one that finished or are running: the budget they hold."""
     held = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
     return sum(t.number < trial.number for t in held)
+
+
+def _target_met(spec, study) -> bool:
+    """Whether a completed trial of the study, any worker's, met the sweep's target."""
+    if spec.target is None:
+        return False
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return any(spec.reached(t.value) for t in done)
+
+
+class _StopAtTarget:
+    """Stops the study once a trial meets the target (`budget.target`)."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    def __call__(self, study, trial):
+        if _target_met(self.spec, study):
+            study.stop()
 
 
 class _StopAfterFailures:

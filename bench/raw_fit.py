@@ -1,4 +1,5 @@
-"""The reference: a plain Keras script, no sweeper, no MLflow. Prints one JSON line.
+"""The reference: a plain Keras script, no sweeper, no MLflow: build, fit, predict the test
+set, save the model. Prints one JSON line.
 
 python bench/raw_fit.py DATA_DIR DATASET LIMIT EPOCHS BATCH [--precision P] [--threads N]
     [--jit] [--arch cnn-mnist|cnn-cifar10]
@@ -8,6 +9,7 @@ import argparse
 import gzip
 import json
 import os
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -82,6 +84,7 @@ def main():
         parser.add_argument(name, type=int)
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--inter-threads", type=int)
     parser.add_argument("--jit", action="store_true")
     parser.add_argument("--arch", default="cnn-mnist")
     args = parser.parse_args()
@@ -92,12 +95,15 @@ def main():
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(min(args.threads, 2))
+    if args.inter_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_threads)
     keras.mixed_precision.set_global_policy(args.precision)
     keras.utils.set_random_seed(0)
     x, y, x_test, y_test = load(args.data_dir, args.dataset)
     x, y = x[:args.limit], y[:args.limit]
     n_val = len(y) // 10
     x_val, y_val, x, y = x[:n_val], y[:n_val], x[n_val:], y[n_val:]
+    trial_start = time.perf_counter()
     model = model_for(args.arch, x.shape[1:])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], jit_compile=args.jit)
@@ -107,9 +113,13 @@ def main():
                         batch_size=args.batch, callbacks=[probe.callback], verbose=0)
     fit_seconds = time.perf_counter() - start
     test_accuracy = float(np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test))
+    with tempfile.TemporaryDirectory() as folder:
+        model.save(f"{folder}/model.keras")
+        trial_seconds = time.perf_counter() - trial_start
     steady = probe.callback.epoch_seconds[1:] or probe.callback.epoch_seconds
     print(json.dumps({
         "first_step": probe.callback.first, "fit_seconds": fit_seconds,
+        "trial_seconds": trial_seconds, "epoch_seconds": probe.callback.epoch_seconds,
         "images_per_second": len(y) * args.epochs / fit_seconds,
         "steady_images_per_second": len(y) * len(steady) / sum(steady),
         "val_accuracy": float(history.history["val_accuracy"][-1]),

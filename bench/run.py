@@ -197,21 +197,30 @@ def time_to_accuracy(data_dir, rows, target=0.985, seeds=(0, 1, 2), cap_minutes=
                     [e.experiment_id for e in client.search_experiments()],
                     "tags.kind = 'sweep'")[0]
                 reached = "target_reached_by" in parent.data.tags
-                times[label].append(wall if reached else math.inf)
+                times[label].append((wall, reached))
             print(f"  {label}, seed {seed}: "
                   f"{f'{wall:.0f} s' if reached else f'not reached in {wall:.0f} s'}",
                   file=sys.stderr, flush=True)
-    reference = statistics.median(times[TTA_REFERENCE])
-    for label, values in times.items():
-        median = statistics.median(values)  # a sweep that never reached counts as infinite
-        done = sorted(v for v in values if v < math.inf)
-        both = math.isfinite(median) and math.isfinite(reference)
+    ref, ref_exact = censored_median(times[TTA_REFERENCE])
+    for label, runs in times.items():
+        median, exact = censored_median(runs)
+        ratio = median / ref
+        shown = ("1.00" if label == TTA_REFERENCE else f"{ratio:.2f}" if exact and ref_exact
+                 else f"< {ratio:.2f}" if exact else f"> {ratio:.2f}" if ref_exact else "n/a")
+        done = ", ".join(f"{wall:.0f}" for wall, reached in sorted(runs) if reached)
         rows.append((f"time to {target:.1%} val accuracy, mnist: {label} / {TTA_REFERENCE}",
-                     f"{median / reference:.2f}" if both else "n/a",
-                     f"median {f'{median:.0f} s' if math.isfinite(median) else 'not reached'}; "
-                     f"reached {len(done)}/{len(values)}"
-                     f"{f', {done[0]:.0f}-{done[-1]:.0f} s' if done else ''} "
-                     f"(cap {cap_minutes:g} min of trials)"))
+                     shown, f"median {'' if exact else '> '}{median:.0f} s; reached by "
+                            f"{sum(r for _, r in runs)} of {len(runs)} seeds"
+                            f"{f' ({done} s)' if done else ''}; cap {cap_minutes:g} min"))
+
+
+def censored_median(runs):
+    """Median seconds to the target over (seconds, reached) runs, and whether it is exact.
+    A run that never reached it took more than its wall time, so when the median falls on
+    one, that wall time is a lower bound for the median."""
+    ordered = sorted(runs, key=lambda run: (not run[1], run[0]))
+    seconds, reached = ordered[len(ordered) // 2]
+    return seconds, reached
 
 
 # --- workers (issue: scale-out) -------------------------------------------------------------

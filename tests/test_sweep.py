@@ -101,6 +101,19 @@ def test_a_met_target_stops_the_trial_and_the_sweep(workdir, engine):
     assert len(children_of(parent.info.run_id)) == 1
 
 
+@pytest.mark.parametrize("engine,sampler", [("optuna", "random"), ("keras-tuner", "random"),
+                                            ("keras-tuner", "hyperband")])
+def test_a_passed_timeout_starts_no_more_trials(workdir, engine, sampler):
+    study = f"timeout-{engine}-{sampler}"
+    path = sweep_file(workdir, study, engine=engine, sampler=sampler,
+                      budget={"trials": 4, "max_epochs": 2, "timeout_minutes": 0.0001})
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    children = children_of(parent_of(study).info.run_id)
+    assert len(children) <= 1  # Optuna always runs one; either ends it after an epoch
+    assert all(c.data.metrics["epochs"] == 1 for c in children)
+
+
 class AlwaysPrune(optuna.pruners.BasePruner):
     def prune(self, study, trial):
         return True

@@ -43,15 +43,14 @@ class TrialRunner:
         metrics = self.client.get_run(parent_run_id).data.metrics
         self.best_value = metrics.get(f"best_{spec.metric}", math.nan)
 
-    @property
-    def target_reached(self) -> bool:
-        return self.spec.reached(self.best_value)
+    def out_of_time(self) -> bool:
+        """Whether the sweep's timeout has passed: start no trial, end the running one."""
+        return self.deadline is not None and time.time() > self.deadline
 
     def _stop_when(self, logs: dict) -> bool:
         """After an epoch: stop the trial once the sweep's deadline passed or its target is
         met (that trial then completes with the value that met it)."""
-        past_deadline = self.deadline is not None and time.time() > self.deadline
-        return past_deadline or self.spec.reached(logs.get(self.spec.metric, math.nan))
+        return self.out_of_time() or self.spec.reached(logs.get(self.spec.metric, math.nan))
 
     def run(self, number: int, family: str, params: dict, report=None, epochs=None,
             position: int | None = None, on_start=None) -> Outcome:

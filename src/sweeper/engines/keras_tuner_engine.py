@@ -20,7 +20,7 @@ def run(spec, runner, storage: str | None = None):
     if storage:
         print("note: --storage is for the optuna engine; keras-tuner keeps its state in "
               f"{PROJECTS / spec.study}", flush=True)
-    oracle = _oracle(spec, list(runner.baseline_points.items()))
+    oracle = _oracle(spec, list(runner.baseline_points.items()), runner.out_of_time)
     tuner = _Tuner(oracle, runner=runner, hypermodel=_SpaceModel(spec.families),
                    directory=str(PROJECTS), project_name=spec.study, overwrite=False)
     if oracle.target_met():  # a resumed project
@@ -88,27 +88,29 @@ class _Tuner(base_tuner.BaseTuner):
         raise NotImplementedError("load the model from the trial's MLflow run")
 
 
-def _oracle(spec, baseline_points):
+def _oracle(spec, baseline_points, out_of_time):
     objective = kt.Objective(spec.metric, "max" if spec.direction == "maximize" else "min")
     common = {"objective": objective, "seed": spec.seed}
     if spec.sampler == "hyperband":
         oracle = _sweeper_oracle(kt.oracles.HyperbandOracle)(
-            spec, baseline_points, max_epochs=spec.max_epochs, factor=3, **common)
+            spec, baseline_points, out_of_time, max_epochs=spec.max_epochs, factor=3,
+            **common)
         oracle.max_trials = spec.trials  # Hyperband has no trial budget of its own
         return oracle
     cls = (kt.oracles.BayesianOptimizationOracle if spec.sampler == "bayesian"
            else kt.oracles.RandomSearchOracle)
-    return _sweeper_oracle(cls)(spec, baseline_points, max_trials=spec.trials, **common)
+    return _sweeper_oracle(cls)(spec, baseline_points, out_of_time, max_trials=spec.trials,
+                                **common)
 
 
 def _sweeper_oracle(oracle_class):
     """The oracle, handing out each family's baseline point before its own proposals, and
-    stopping the search once a trial meets the sweep's target."""
+    stopping the search once a trial meets the sweep's target or its timeout passes."""
 
     class SweeperOracle(oracle_class):
-        def __init__(self, spec, baseline_points, **kwargs):
+        def __init__(self, spec, baseline_points, out_of_time, **kwargs):
             super().__init__(**kwargs)
-            self.spec = spec
+            self.spec, self.out_of_time = spec, out_of_time
             self.queued = [{"family": family, **{space.qualified(family, k): v
                                                   for k, v in point.items()}}
                            for family, point in baseline_points]
@@ -118,7 +120,7 @@ def _sweeper_oracle(oracle_class):
                        for t in self.trials.values() if t.status == "COMPLETED")
 
         def populate_space(self, trial_id):
-            if self.target_met():
+            if self.target_met() or self.out_of_time():
                 return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
             return super().populate_space(trial_id)
 

@@ -52,7 +52,7 @@ def test_a_valid_file_loads_into_a_spec(tmp_path):
     ({"budget": {"trials": 0}}, "budget.trials: expected a positive number. Received: 0"),
     ({"budget": {"trails": 3}}, "budget.trails: expected one of trials, timeout_minutes, max_epochs"),
     ({"budget": {"target": 98.5}}, "budget.target: expected a value of val_accuracy to stop at "
-                                   "(between 0 and 1). Received: 98.5"),
+                                   "(between 0 and 1; 0.985 for 98.5%). Received: 98.5"),
     ({"baseline_first": "no"}, "baseline_first: expected true or false. Received: 'no'"),
     ({"objective": {"metric": "val_loss", "direction": "maximize"}},
      "objective.direction: expected minimize for val_loss"),

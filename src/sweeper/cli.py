@@ -128,9 +128,8 @@ def sweep(sweep_file, trials, timeout, engine, storage, study, epochs, target, w
     spec = config.load(sweep_file).with_overrides(
         trials=trials, timeout_minutes=timeout, engine=engine, study=study,
         max_epochs=epochs, target=target, limit=limit)
-    if spec.metric == "val_accuracy" and (spec.target or 0) > 1:
-        raise SweeperError(f"--target: val_accuracy is a fraction, at most 1 (received "
-                           f"{spec.target:g}; for 98.5% give 0.985)")
+    if expected := config.target_problem(spec.metric, spec.target):
+        raise SweeperError(f"--target: expected {expected}. Received: {spec.target:g}")
     if workers > 1:
         sys.exit(run_workers(spec, workers, storage=storage, argv=sys.argv[1:]))
     if threads:

@@ -123,10 +123,8 @@ def _build(raw, path, problems) -> SweepSpec | None:
     timeout = _positive(budget, "timeout_minutes", None, (int, float), problem, "budget.")
     max_epochs = _positive(budget, "max_epochs", 10, int, problem, "budget.")
     target = budget.get("target")
-    if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool)
-                               or (metric == "val_accuracy" and not 0 < target <= 1)):
-        problem("budget.target", f"a value of {metric} to stop at"
-                + (" (between 0 and 1)" if metric == "val_accuracy" else ""), target)
+    if expected := target_problem(metric, target):
+        problem("budget.target", expected, target)
     baseline_first = raw.get("baseline_first", True)
     if not isinstance(baseline_first, bool):
         problem("baseline_first", "true or false", baseline_first)
@@ -158,6 +156,17 @@ def _build(raw, path, problems) -> SweepSpec | None:
         target=None if target is None else float(target), baseline_first=baseline_first,
         study=str(raw.get("study") or Path(path).stem), precision=precision,
         val_fraction=val_fraction, image_size=tuple(image_size), limit=limit)
+
+
+def target_problem(metric: str, target) -> str | None:
+    """What a target for `metric` must be, when `target` is not that (None: no target)."""
+    if target is None:
+        return None
+    if (not isinstance(target, (int, float)) or isinstance(target, bool)
+            or (metric == "val_accuracy" and not 0 < target <= 1)):
+        return f"a value of {metric} to stop at" + (
+            " (between 0 and 1; 0.985 for 98.5%)" if metric == "val_accuracy" else "")
+    return None
 
 
 def _families(raw, problem) -> space.SearchSpace:

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from sweeper import baselines
 from sweeper.errors import SweeperError
 from sweeper.results import Selection, documented, finished_runs, measured_baseline, score
+from sweeper.tracking import pyplot, search_all_runs
 
 COLUMNS = ("family", "row", "run", "test accuracy", "parameters", "epochs", "wall time (s)",
            "images/s")
@@ -70,18 +71,9 @@ def _run_row(family, label, run):
             f"{m.get('images_per_second', math.nan):.0f}"]
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_best_so_far(trials, path):
     """Best validation accuracy so far, per family, against trial order and wall time."""
-    plt = _pyplot()
+    plt = pyplot()
     ordered = sorted(trials, key=lambda r: r.info.start_time)
     start = ordered[0].info.start_time
     fig, (by_trial, by_time) = plt.subplots(1, 2, figsize=(11, 4))
@@ -104,7 +96,7 @@ def _plot_best_so_far(trials, path):
 
 
 def _plot_top_curves(runs, path):
-    plt = _pyplot()
+    plt = pyplot()
     client = MlflowClient()
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in runs:
@@ -127,7 +119,7 @@ def _plot_importances(trials, path):
     studies = {r.data.tags.get("study") for r in trials if r.data.tags.get("engine") == "optuna"}
     if not studies or not DEFAULT_STORAGE.exists():
         return
-    plt = _pyplot()
+    plt = pyplot()
     panels = []
     storage = make_storage(None)
     for name in sorted(s for s in studies if s):
@@ -156,8 +148,6 @@ def _plot_importances(trials, path):
 
 
 def _newest_parent(dataset):
-    client = MlflowClient()
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                              f"tags.kind = 'sweep' and tags.dataset = '{dataset}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = search_all_runs(f"tags.kind = 'sweep' and tags.dataset = '{dataset}'",
+                           order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0].info.run_id if runs else None

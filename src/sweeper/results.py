@@ -13,7 +13,6 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-from mlflow.tracking import MlflowClient
 
 from sweeper import baselines, tracking, train
 from sweeper.errors import SweeperError
@@ -36,7 +35,6 @@ def finished_runs(selection: Selection, kinds=("trial", "baseline")) -> list:
     if selection.metric not in SELECTION_METRICS:
         raise SweeperError(f"--metric must be one of {', '.join(SELECTION_METRICS)}. "
                            f"Received: {selection.metric}")
-    client = MlflowClient()
     filters = ["attributes.status = 'FINISHED'", "tags.state = 'complete'"]
     if selection.sweep:
         filters.append(f"tags.study = '{selection.sweep}'")
@@ -46,8 +44,7 @@ def finished_runs(selection: Selection, kinds=("trial", "baseline")) -> list:
         filters.append(f"tags.family = '{selection.family}'")
     if selection.dataset:
         filters.append(f"tags.dataset = '{selection.dataset}'")
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(experiments, " and ".join(filters), max_results=5000)
+    runs = tracking.search_all_runs(" and ".join(filters), max_results=5000)
     runs = [r for r in runs if r.data.tags.get("kind") in kinds]
     return sorted(runs, key=lambda r: score(r, selection.metric), reverse=True)
 
@@ -101,12 +98,11 @@ def describe(run) -> str:
 
 def measured_baseline(recipe: str, dataset: str | None):
     """The newest completed baseline run of `recipe` (on `dataset`), if any."""
-    client = MlflowClient()
     query = f"tags.kind = 'baseline' and tags.baseline = '{recipe}' and tags.state = 'complete'"
     if dataset:
         query += f" and tags.dataset = '{dataset}'"
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], query,
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = tracking.search_all_runs(query, order_by=["attributes.start_time DESC"],
+                                    max_results=1)
     return runs[0] if runs else None
 
 

@@ -27,35 +27,41 @@ class EpochPrinter(keras.callbacks.Callback):
     """One plain line per epoch, so pipes and log files read well. No batch hook: one would
     make Keras wait for every batch's logs."""
 
-    live = False
-
     def __init__(self, label: str, epochs: int, metric: str = "val_accuracy", stream=None):
         super().__init__()
         self.label, self.epochs, self.metric = label, epochs, metric
         self.stream = stream or sys.stdout
-        self._started = self._shown = 0.0
-        self._epoch = 0
+        self._started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
-        self._epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        print(self._line(epoch, logs or {}), file=self.stream, flush=True)
+
+    def _line(self, epoch, logs) -> str:
         keys = dict.fromkeys(("loss", "val_loss", "val_accuracy", self.metric))
         shown = " ".join(f"{k}={logs[k]:.4f}" for k in keys if k in logs)
-        start = "\r" if self.live else ""
-        print(f"{start}  {self.label} epoch {epoch + 1}/{self.epochs} {shown} "
-              f"({time.perf_counter() - self._started:.1f}s)"
-              f"{chr(27) + '[K' if self.live else ''}", file=self.stream, flush=True)
+        return (f"  {self.label} epoch {epoch + 1}/{self.epochs} {shown} "
+                f"({time.perf_counter() - self._started:.1f}s)")
 
 
 class LiveEpochPrinter(EpochPrinter):
     """On a terminal: a batch counter that each epoch's line replaces. Safe to run on
     Keras' async dispatch, so training does not wait for it."""
 
-    live = True
     async_safe = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epoch, self._shown = 0, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self._epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        print(f"\r{self._line(epoch, logs or {})}\033[K", file=self.stream, flush=True)
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.perf_counter()

@@ -83,6 +83,13 @@ def trial_run(experiment: str, name: str, params: dict, tags: dict,
         mlflow.end_run(RUN_STATUS[handle.state])
 
 
+def search_all_runs(query: str, **kwargs) -> list:
+    """Runs matching `query` in every experiment of the store."""
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, query, **kwargs)
+
+
 def end_lost_run(run_id: str, worker: str) -> None:
     """Closes the run of a trial whose worker stopped answering (its process died)."""
     client = MlflowClient()
@@ -158,13 +165,19 @@ def _summary(model) -> str:
     return out.getvalue()
 
 
-def curves_figure(history: dict):
-    """Loss and accuracy by epoch, training against validation."""
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, imported on first use (~0.3 s)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def curves_figure(history: dict):
+    """Loss and accuracy by epoch, training against validation."""
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
@@ -179,11 +192,7 @@ def curves_figure(history: dict):
 
 def confusion_figure(y_true, y_pred, class_names):
     """Counts per true (rows) and predicted (columns) class, numbers in the cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = len(class_names)
     matrix = confusion_matrix(y_true, y_pred, n)
     size = max(5, 0.6 * n)

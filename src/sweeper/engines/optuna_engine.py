@@ -60,7 +60,7 @@ def run(spec, runner, storage: str | None = None) -> optuna.Study:
             callbacks=[budget, failures, _StopAtTarget(spec)], gc_after_trial=True)
         if failures.tripped or (deadline and time.time() >= deadline):
             return study
-        if _target_met(spec, study) or not _wait_for_others(study, spec):
+        if not _wait_for_others(study, spec):
             return study
 
 
@@ -69,13 +69,12 @@ def _wait_for_others(study, spec) -> bool:
 
     Returns True when there is work again (a retried trial, or budget left), False when the
     budget is finished or the target met."""
-    trials = spec.trials
-    while _finished(study) < trials and not _target_met(spec, study):
+    while _finished(study) < spec.trials and not _target_met(spec, study):
         optuna.storages.fail_stale_trials(study)
         if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             return True
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if _finished(study) + len(running) < trials:
+        if _finished(study) + len(running) < spec.trials:
             return True
         time.sleep(_beat())
     return False

@@ -7,7 +7,7 @@ DATASET ?= mnist
 SHARED_DATA := $(wildcard ../shared/data)
 export SWEEPER_DATA_DIR ?= $(SHARED_DATA)
 
-.PHONY: help install test sweep baseline ui bench cluster cluster-stop clean
+.PHONY: help install lint test sweep baseline ui bench cluster cluster-stop clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,10 +20,15 @@ $(BIN)/sweeper: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	@touch $@
 
+lint: install  ## ruff (lint and format check) and mypy on src/
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
 test: install  ## Run the test suite (offline, tiny data)
 	$(BIN)/pytest -q
 
-sweep: install  ## Run sweeps/$(DATASET).yaml; TRIALS, ENGINE, TIMEOUT, EPOCHS, TARGET, LIMIT pass through
+sweep: install  ## Run sweeps/$(DATASET).yaml; TRIALS, ENGINE, TIMEOUT (minutes), EPOCHS, TARGET, LIMIT pass through
 	$(BIN)/sweeper sweep sweeps/$(DATASET).yaml \
 		$(if $(TRIALS),--trials $(TRIALS)) $(if $(ENGINE),--engine $(ENGINE)) \
 		$(if $(TIMEOUT),--timeout $(TIMEOUT)) $(if $(EPOCHS),--epochs $(EPOCHS)) \

@@ -20,7 +20,7 @@ def read_idx(path):
 
     with gzip.open(path) as f:
         raw = f.read()
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(raw[3])]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(raw[3])]
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * len(dims)).reshape(dims)
 
 
@@ -31,10 +31,12 @@ def load(data_dir, name):
         with np.load(f"{data_dir}/cifar10/cifar10.npz") as f:
             return f["x_train"], f["y_train"].reshape(-1), f["x_test"], f["y_test"].reshape(-1)
     d = f"{data_dir}/{name}"
-    return (read_idx(f"{d}/train-images-idx3-ubyte.gz")[..., None],
-            read_idx(f"{d}/train-labels-idx1-ubyte.gz"),
-            read_idx(f"{d}/t10k-images-idx3-ubyte.gz")[..., None],
-            read_idx(f"{d}/t10k-labels-idx1-ubyte.gz"))
+    return (
+        read_idx(f"{d}/train-images-idx3-ubyte.gz")[..., None],
+        read_idx(f"{d}/train-labels-idx1-ubyte.gz"),
+        read_idx(f"{d}/t10k-images-idx3-ubyte.gz")[..., None],
+        read_idx(f"{d}/t10k-labels-idx1-ubyte.gz"),
+    )
 
 
 def model_for(arch, shape):
@@ -44,9 +46,8 @@ def model_for(arch, shape):
     init = "he_uniform" if arch == "cnn-mnist" else "glorot_uniform"
     inputs = keras.Input(shape, dtype="uint8")
     x = layers.Rescaling(1 / 255)(inputs)
-    for filters in ([32] if arch == "cnn-mnist" else [32, 64]):
-        x = layers.Conv2D(filters, 3, padding="same", activation="relu",
-                          kernel_initializer=init)(x)
+    for filters in [32] if arch == "cnn-mnist" else [32, 64]:
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer=init)(x)
         x = layers.MaxPooling2D(2)(x)
     x = layers.Flatten()(x)
     x = layers.Dense(100, activation="relu", kernel_initializer=init)(x)
@@ -100,30 +101,49 @@ def main():
     keras.mixed_precision.set_global_policy(args.precision)
     keras.utils.set_random_seed(0)
     x, y, x_test, y_test = load(args.data_dir, args.dataset)
-    x, y = x[:args.limit], y[:args.limit]
+    x, y = x[: args.limit], y[: args.limit]
     n_val = len(y) // 10
     x_val, y_val, x, y = x[:n_val], y[:n_val], x[n_val:], y[n_val:]
     trial_start = time.perf_counter()
     model = model_for(args.arch, x.shape[1:])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"], jit_compile=args.jit)
+    model.compile(
+        optimizer="adam",
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=args.jit,
+    )
     probe = FirstStep()
     start = time.perf_counter()
-    history = model.fit(x, y, validation_data=(x_val, y_val), epochs=args.epochs,
-                        batch_size=args.batch, callbacks=[probe.callback], verbose=0)
+    history = model.fit(
+        x,
+        y,
+        validation_data=(x_val, y_val),
+        epochs=args.epochs,
+        batch_size=args.batch,
+        callbacks=[probe.callback],
+        verbose=0,
+    )
     fit_seconds = time.perf_counter() - start
     test_accuracy = float(np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test))
     with tempfile.TemporaryDirectory() as folder:
         model.save(f"{folder}/model.keras")
         trial_seconds = time.perf_counter() - trial_start
     steady = probe.callback.epoch_seconds[1:] or probe.callback.epoch_seconds
-    print(json.dumps({
-        "first_step": probe.callback.first, "fit_seconds": fit_seconds,
-        "trial_seconds": trial_seconds, "epoch_seconds": probe.callback.epoch_seconds,
-        "images_per_second": len(y) * args.epochs / fit_seconds,
-        "steady_images_per_second": len(y) * len(steady) / sum(steady),
-        "val_accuracy": float(history.history["val_accuracy"][-1]),
-        "test_accuracy": test_accuracy, "train_images": len(y)}))
+    print(
+        json.dumps(
+            {
+                "first_step": probe.callback.first,
+                "fit_seconds": fit_seconds,
+                "trial_seconds": trial_seconds,
+                "epoch_seconds": probe.callback.epoch_seconds,
+                "images_per_second": len(y) * args.epochs / fit_seconds,
+                "steady_images_per_second": len(y) * len(steady) / sum(steady),
+                "val_accuracy": float(history.history["val_accuracy"][-1]),
+                "test_accuracy": test_accuracy,
+                "train_images": len(y),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,16 +24,32 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 FIXED_CNN = {  # the cnn-mnist recipe, every value fixed: one trial is exactly that model
-    "conv_blocks": 1, "filters": 32, "kernel_size": 3, "dense_units": 100, "dropout": 0.2,
-    "kernel_initializer": "he_uniform", "batch_size": 128, "optimizer": "adam",
-    "learning_rate": 0.001, "early_stopping_patience": 0}
+    "conv_blocks": 1,
+    "filters": 32,
+    "kernel_size": 3,
+    "dense_units": 100,
+    "dropout": 0.2,
+    "kernel_initializer": "he_uniform",
+    "batch_size": 128,
+    "optimizer": "adam",
+    "learning_rate": 0.001,
+    "early_stopping_patience": 0,
+}
 
 
-def sweep_file(folder: Path, name: str, dataset="mnist", trials=1, epochs=3, limit=None,
-               families=None, **extra) -> Path:
-    body = {"dataset": dataset, "engine": "optuna", "sampler": "random", "pruner": "none",
-            "budget": {"trials": trials, "max_epochs": epochs}, "study": name,
-            "families": families or {"cnn": FIXED_CNN}, **extra}
+def sweep_file(
+    folder: Path, name: str, dataset="mnist", trials=1, epochs=3, limit=None, families=None, **extra
+) -> Path:
+    body = {
+        "dataset": dataset,
+        "engine": "optuna",
+        "sampler": "random",
+        "pruner": "none",
+        "budget": {"trials": trials, "max_epochs": epochs},
+        "study": name,
+        "families": families or {"cnn": FIXED_CNN},
+        **extra,
+    }
     if limit:
         body["data"] = {"limit": limit}
     path = folder / f"{name}.yaml"
@@ -48,9 +62,14 @@ def run_sweeper(folder: Path, path: Path, *args, env=None) -> float:
     if "--tracking-uri" not in args:  # mlflow.set_tracking_uri exports it to children
         args = (*args, "--tracking-uri", f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
     start = time.perf_counter()
-    subprocess.run([PYTHON, "-m", "sweeper.cli", "sweep", str(path), *args], cwd=folder,
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, **(env or {})})
+    subprocess.run(
+        [PYTHON, "-m", "sweeper.cli", "sweep", str(path), *args],
+        cwd=folder,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
     return time.perf_counter() - start
 
 
@@ -58,8 +77,12 @@ def run_raw(data_dir, *args) -> tuple[dict, float, float]:
     """The plain Keras reference; returns its JSON, wall seconds and its start time."""
     t0 = time.time()
     start = time.perf_counter()
-    out = subprocess.run([PYTHON, str(ROOT / "bench" / "raw_fit.py"), str(data_dir),
-                          *map(str, args)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [PYTHON, str(ROOT / "bench" / "raw_fit.py"), str(data_dir), *map(str, args)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     return json.loads(out.stdout.strip().splitlines()[-1]), wall, t0
 
@@ -70,12 +93,14 @@ def child_runs(folder: Path):
 
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
     client = MlflowClient()
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                              "tags.kind = 'trial'")
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.kind = 'trial'"
+    )
     return client, runs
 
 
 # --- 1. overhead ---------------------------------------------------------------------------
+
 
 def overhead(data_dir, rows, repeats=4):
     """cnn on mnist, 3 epochs on 20,000 images: a plain script (build, fit, predict, save)
@@ -95,52 +120,89 @@ def overhead(data_dir, rows, repeats=4):
             _, runs = child_runs(folder)
             sw_ips.append(runs[0].data.metrics["images_per_second"])
             sw_trials.append((runs[0].info.end_time - runs[0].info.start_time) / 1000)
-    a_wall, b_wall, a_trial, b_trial = min(raw_walls), min(sw_walls), min(raw_trials), min(
-        sw_trials)
-    rows.append(("overhead: wall time of the command, sweeper / plain script",
-                 f"{b_wall / a_wall:.3f}",
-                 f"{b_wall:.1f} s / {a_wall:.1f} s (best of {repeats}); sweeper's extra: "
-                 f"{(b_wall - b_trial) - (a_wall - a_trial):.1f} s per process (MLflow, Optuna "
-                 f"and SQLAlchemy imports, stores), {b_trial - a_trial:.1f} s in the trial"))
-    rows.append(("overhead: wall time of the trial, sweeper / plain script",
-                 f"{b_trial / a_trial:.3f}",
-                 f"{b_trial:.1f} s / {a_trial:.1f} s: build, fit, predict, save; sweeper also "
-                 "logs params, curves, model, plots (best)"))
-    rows.append(("overhead: training images/s, sweeper / plain script",
-                 f"{max(sw_ips) / max(raw_ips):.3f}",
-                 f"{max(sw_ips):.0f} / {max(raw_ips):.0f} images/s (best)"))
+    a_wall, b_wall, a_trial, b_trial = (
+        min(raw_walls),
+        min(sw_walls),
+        min(raw_trials),
+        min(sw_trials),
+    )
+    rows.append(
+        (
+            "overhead: wall time of the command, sweeper / plain script",
+            f"{b_wall / a_wall:.3f}",
+            f"{b_wall:.1f} s / {a_wall:.1f} s (best of {repeats}); sweeper's extra: "
+            f"{(b_wall - b_trial) - (a_wall - a_trial):.1f} s per process (MLflow, Optuna "
+            f"and SQLAlchemy imports, stores), {b_trial - a_trial:.1f} s in the trial",
+        )
+    )
+    rows.append(
+        (
+            "overhead: wall time of the trial, sweeper / plain script",
+            f"{b_trial / a_trial:.3f}",
+            f"{b_trial:.1f} s / {a_trial:.1f} s: build, fit, predict, save; sweeper also "
+            "logs params, curves, model, plots (best)",
+        )
+    )
+    rows.append(
+        (
+            "overhead: training images/s, sweeper / plain script",
+            f"{max(sw_ips) / max(raw_ips):.3f}",
+            f"{max(sw_ips):.0f} / {max(raw_ips):.0f} images/s (best)",
+        )
+    )
 
 
 # --- 2. start-up and per-trial fixed cost ---------------------------------------------------
 
+
 def startup(data_dir, rows):
-    for dataset, arch in (("mnist", "cnn-mnist"), ("fashion_mnist", "cnn-mnist"),
-                          ("cifar10", "cnn-cifar10")):
+    for dataset, arch in (
+        ("mnist", "cnn-mnist"),
+        ("fashion_mnist", "cnn-mnist"),
+        ("cifar10", "cnn-cifar10"),
+    ):
         raw, _, raw_t0 = run_raw(data_dir, dataset, 4000, 2, 128, "--arch", arch)
         raw_first = raw["first_step"] - raw_t0
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            families = {"cnn": {**FIXED_CNN, "conv_blocks": 2 if dataset == "cifar10" else 1,
-                                "kernel_initializer": "glorot_uniform" if dataset == "cifar10"
-                                else "he_uniform"}}
-            path = sweep_file(folder, "startup", dataset=dataset, epochs=2, limit=4000,
-                              families=families)
+            families = {
+                "cnn": {
+                    **FIXED_CNN,
+                    "conv_blocks": 2 if dataset == "cifar10" else 1,
+                    "kernel_initializer": "glorot_uniform"
+                    if dataset == "cifar10"
+                    else "he_uniform",
+                }
+            }
+            path = sweep_file(
+                folder, "startup", dataset=dataset, epochs=2, limit=4000, families=families
+            )
             t0 = time.time()
             run_sweeper(folder, path, "--data-dir", str(data_dir))
             client, runs = child_runs(folder)
             run = runs[0]
-            seconds = [m.value for m in client.get_metric_history(run.info.run_id,
-                                                                   "epoch_seconds")]
+            seconds = [m.value for m in client.get_metric_history(run.info.run_id, "epoch_seconds")]
             first_epoch_end = client.get_metric_history(run.info.run_id, "loss")[0].timestamp
             first_step = first_epoch_end / 1000 - seconds[0] - t0
             fixed = (run.info.end_time - run.info.start_time) / 1000 - sum(seconds)
-        rows.append((f"start-up to first step, {dataset}: sweeper / plain",
-                     f"{first_step / raw_first:.2f}", f"{first_step:.1f} s / {raw_first:.1f} s"))
-        rows.append((f"per-trial fixed cost, {dataset} (build, compile, evaluate, log)",
-                     f"{fixed / sum(seconds):.2f} of training", f"{fixed:.1f} s"))
+        rows.append(
+            (
+                f"start-up to first step, {dataset}: sweeper / plain",
+                f"{first_step / raw_first:.2f}",
+                f"{first_step:.1f} s / {raw_first:.1f} s",
+            )
+        )
+        rows.append(
+            (
+                f"per-trial fixed cost, {dataset} (build, compile, evaluate, log)",
+                f"{fixed / sum(seconds):.2f} of training",
+                f"{fixed:.1f} s",
+            )
+        )
 
 
 # --- 3. CPU speed levers ---------------------------------------------------------------------
+
 
 def levers(data_dir, rows):
     """cnn-cifar10 (B3) on 12,000 images, steady-state epochs, each against float32 at
@@ -152,14 +214,21 @@ def levers(data_dir, rows):
         "1 thread (of 2)": ("--threads", "1"),
         "jit_compile (XLA)": ("--jit",),
     }
-    results = {name: run_raw(data_dir, *common, 32, "--arch", "cnn-cifar10", *flags)[0]
-               for name, flags in variants.items()}
+    results = {
+        name: run_raw(data_dir, *common, 32, "--arch", "cnn-cifar10", *flags)[0]
+        for name, flags in variants.items()
+    }
     results["batch 128"] = run_raw(data_dir, *common, 128, "--arch", "cnn-cifar10")[0]
     for name, r in results.items():
         speed = r["steady_images_per_second"] / base["steady_images_per_second"]
-        rows.append((f"lever: {name}, speed vs float32 batch 32", f"{speed:.2f}",
-                     f"test accuracy {r['test_accuracy']:.4f} vs {base['test_accuracy']:.4f} "
-                     f"after 3 epochs"))
+        rows.append(
+            (
+                f"lever: {name}, speed vs float32 batch 32",
+                f"{speed:.2f}",
+                f"test accuracy {r['test_accuracy']:.4f} vs {base['test_accuracy']:.4f} "
+                f"after 3 epochs",
+            )
+        )
 
 
 # --- 4. time to accuracy --------------------------------------------------------------------
@@ -185,33 +254,61 @@ def time_to_accuracy(data_dir, rows, target=0.985, seeds=(0, 1, 2), cap_minutes=
         for seed in seeds:
             with tempfile.TemporaryDirectory() as tmp:
                 folder = Path(tmp)
-                body = {**base, "engine": engine, "sampler": sampler, "pruner": pruner,
-                        "seed": seed, "baseline_first": False, "study": "tta",
-                        "budget": {"trials": 12, "max_epochs": 10, "target": target,
-                                   "timeout_minutes": cap_minutes}}
+                body = {
+                    **base,
+                    "engine": engine,
+                    "sampler": sampler,
+                    "pruner": pruner,
+                    "seed": seed,
+                    "baseline_first": False,
+                    "study": "tta",
+                    "budget": {
+                        "trials": 12,
+                        "max_epochs": 10,
+                        "target": target,
+                        "timeout_minutes": cap_minutes,
+                    },
+                }
                 path = folder / "tta.yaml"
                 path.write_text(yaml.safe_dump(body))
                 wall = run_sweeper(folder, path, "--data-dir", str(data_dir))
                 client, _ = child_runs(folder)
                 parent = client.search_runs(
-                    [e.experiment_id for e in client.search_experiments()],
-                    "tags.kind = 'sweep'")[0]
+                    [e.experiment_id for e in client.search_experiments()], "tags.kind = 'sweep'"
+                )[0]
                 reached = "target_reached_by" in parent.data.tags
                 times[label].append((wall, reached))
-            print(f"  {label}, seed {seed}: "
-                  f"{f'{wall:.0f} s' if reached else f'not reached in {wall:.0f} s'}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  {label}, seed {seed}: "
+                f"{f'{wall:.0f} s' if reached else f'not reached in {wall:.0f} s'}",
+                file=sys.stderr,
+                flush=True,
+            )
     ref, ref_exact = censored_median(times[TTA_REFERENCE])
     for label, runs in times.items():
         median, exact = censored_median(runs)
         ratio = median / ref
-        shown = ("1.00" if label == TTA_REFERENCE else f"{ratio:.2f}" if exact and ref_exact
-                 else f"< {ratio:.2f}" if exact else f"> {ratio:.2f}" if ref_exact else "n/a")
+        shown = (
+            "1.00"
+            if label == TTA_REFERENCE
+            else f"{ratio:.2f}"
+            if exact and ref_exact
+            else f"< {ratio:.2f}"
+            if exact
+            else f"> {ratio:.2f}"
+            if ref_exact
+            else "n/a"
+        )
         done = ", ".join(f"{wall:.0f}" for wall, reached in sorted(runs) if reached)
-        rows.append((f"time to {target:.1%} val accuracy, mnist: {label} / {TTA_REFERENCE}",
-                     shown, f"median {'' if exact else '> '}{median:.0f} s; reached by "
-                            f"{sum(r for _, r in runs)} of {len(runs)} seeds"
-                            f"{f' ({done} s)' if done else ''}; cap {cap_minutes:g} min"))
+        rows.append(
+            (
+                f"time to {target:.1%} val accuracy, mnist: {label} / {TTA_REFERENCE}",
+                shown,
+                f"median {'' if exact else '> '}{median:.0f} s; reached by "
+                f"{sum(r for _, r in runs)} of {len(runs)} seeds"
+                f"{f' ({done} s)' if done else ''}; cap {cap_minutes:g} min",
+            )
+        )
 
 
 def censored_median(runs):
@@ -225,56 +322,102 @@ def censored_median(runs):
 
 # --- workers (issue: scale-out) -------------------------------------------------------------
 
+
 def workers(data_dir, rows):
     """Trials per hour with 1, 2 and 3 workers on tiny trials; and images/s of one sweep with
     one two-thread worker against two one-thread workers. Needs PostgreSQL (cluster.sh)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        env = {**os.environ, "CLUSTER_DIR": str(folder / "cluster"), "PG_PORT": "5491",
-               "MLFLOW_PORT": "5492", "PYTHON": PYTHON}
+        env = {
+            **os.environ,
+            "CLUSTER_DIR": str(folder / "cluster"),
+            "PG_PORT": "5491",
+            "MLFLOW_PORT": "5492",
+            "PYTHON": PYTHON,
+        }
         script = str(ROOT / "scripts" / "cluster.sh")
-        out = subprocess.run([script, "start"], env=env, check=True, capture_output=True,
-                             text=True).stdout
-        urls = dict(line.removeprefix("export ").split("=", 1)
-                    for line in out.splitlines() if line.startswith("export "))
+        out = subprocess.run(
+            [script, "start"], env=env, check=True, capture_output=True, text=True
+        ).stdout
+        urls = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in out.splitlines()
+            if line.startswith("export ")
+        )
         try:
             tiny = {"cnn": {**FIXED_CNN, "filters": 8, "dense_units": 16}}
             rates = {}
             for k in (1, 2, 3):
-                path = sweep_file(folder, f"tiny{k}", trials=12, epochs=1, limit=2000,
-                                  families=tiny)
-                wall = run_sweeper(folder, path, "--workers", str(k), "--storage",
-                                   urls["SWEEPER_STORAGE"], "--tracking-uri",
-                                   urls["MLFLOW_TRACKING_URI"], "--data-dir", str(data_dir))
+                path = sweep_file(
+                    folder, f"tiny{k}", trials=12, epochs=1, limit=2000, families=tiny
+                )
+                wall = run_sweeper(
+                    folder,
+                    path,
+                    "--workers",
+                    str(k),
+                    "--storage",
+                    urls["SWEEPER_STORAGE"],
+                    "--tracking-uri",
+                    urls["MLFLOW_TRACKING_URI"],
+                    "--data-dir",
+                    str(data_dir),
+                )
                 rates[k] = 12 / wall * 3600
             for k, rate in rates.items():
-                rows.append((f"workers: {k} on tiny trials, trials/hour vs 1 worker",
-                             f"{rate / rates[1]:.2f}", f"{rate:.0f} trials/hour"))
+                rows.append(
+                    (
+                        f"workers: {k} on tiny trials, trials/hour vs 1 worker",
+                        f"{rate / rates[1]:.2f}",
+                        f"{rate:.0f} trials/hour",
+                    )
+                )
             images = {}
             for label, k in (("one 2-thread worker", 1), ("two 1-thread workers", 2)):
                 path = sweep_file(folder, f"img{k}", trials=4, epochs=2, limit=11112)
-                wall = run_sweeper(folder, path, "--workers", str(k), "--storage",
-                                   urls["SWEEPER_STORAGE"], "--tracking-uri",
-                                   urls["MLFLOW_TRACKING_URI"], "--data-dir", str(data_dir))
+                wall = run_sweeper(
+                    folder,
+                    path,
+                    "--workers",
+                    str(k),
+                    "--storage",
+                    urls["SWEEPER_STORAGE"],
+                    "--tracking-uri",
+                    urls["MLFLOW_TRACKING_URI"],
+                    "--data-dir",
+                    str(data_dir),
+                )
                 images[label] = 4 * 2 * 10000 / wall
             ref = images["one 2-thread worker"]
             for label, ips in images.items():
-                rows.append((f"workers: {label}, sweep images/s vs one 2-thread worker",
-                             f"{ips / ref:.2f}", f"{ips:.0f} images/s (wall, 4 trials)"))
+                rows.append(
+                    (
+                        f"workers: {label}, sweep images/s vs one 2-thread worker",
+                        f"{ips / ref:.2f}",
+                        f"{ips:.0f} images/s (wall, 4 trials)",
+                    )
+                )
         finally:
             subprocess.run([script, "stop"], env=env, capture_output=True)
 
 
-SECTIONS = {"overhead": overhead, "startup": startup, "levers": levers,
-            "tta": time_to_accuracy, "workers": workers}
+SECTIONS = {
+    "overhead": overhead,
+    "startup": startup,
+    "levers": levers,
+    "tta": time_to_accuracy,
+    "workers": workers,
+}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", default="overhead,startup,levers,tta")
-    parser.add_argument("--data-dir", default=os.environ.get("SWEEPER_DATA_DIR",
-                                                             ROOT.parent / "shared" / "data"))
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("SWEEPER_DATA_DIR", ROOT.parent / "shared" / "data")
+    )
     args = parser.parse_args()
     rows = []
     started = time.perf_counter()
@@ -282,11 +425,18 @@ def main():
         print(f"running {name}...", file=sys.stderr, flush=True)
         SECTIONS[name](Path(args.data_dir).resolve(), rows)
     machine = f"{socket.gethostname()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
-    table = "\n".join(["| measure | ratio | figures |", "|---|---|---|",
-                       *(f"| {a} | {b} | {c} |" for a, b, c in rows)])
+    table = "\n".join(
+        [
+            "| measure | ratio | figures |",
+            "|---|---|---|",
+            *(f"| {a} | {b} | {c} |" for a, b, c in rows),
+        ]
+    )
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    text = (f"# Benchmarks {stamp}\n\nMachine: {machine}. Sections: {args.only}. "
-            f"Took {(time.perf_counter() - started) / 60:.1f} min.\n\n{table}\n")
+    text = (
+        f"# Benchmarks {stamp}\n\nMachine: {machine}. Sections: {args.only}. "
+        f"Took {(time.perf_counter() - started) / 60:.1f} min.\n\n{table}\n"
+    )
     print(text)
     out = ROOT / "bench" / "results" / f"{stamp[:10]}-{socket.gethostname()}.md"
     out.write_text(text)

@@ -1,20 +1,27 @@
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from sweeper import baselines, families, train
+from sweeper import baselines, families, schema
 from sweeper.cli import main
 
 
 def test_every_recipe_names_a_family_and_only_its_parameters():
     for b in baselines.BASELINES.values():
         assert b.family in families.FAMILIES
-        assert set(b.params) <= set(train.defaults(b.family)), b.name
+        assert set(b.params) <= set(schema.params_of(b.family)), b.name
+        schema.resolve(b.family, b.params)  # every value allowed by the schema
 
 
 def test_list_prints_the_six_recipes_with_documented_results():
     out = CliRunner().invoke(main, ["baseline", "--list"]).output
-    for name in ("mlp-mnist", "cnn-mnist", "cnn-cifar10", "transfer-folder",
-                 "cnn_bn-fashion_mnist", "cnn-catsdogs"):
+    for name in (
+        "mlp-mnist",
+        "cnn-mnist",
+        "cnn-cifar10",
+        "transfer-folder",
+        "cnn_bn-fashion_mnist",
+        "cnn-catsdogs",
+    ):
         assert name in out
     assert "98.50%" in out and "71.53%" in out
 
@@ -32,19 +39,46 @@ def test_baseline_runs_as_documented_and_is_tagged(workdir):
 
 
 def test_catsdogs_runs_on_any_two_class_folder(workdir, image_folder):
-    result = CliRunner().invoke(main, ["baseline", "cnn-catsdogs", "--dataset",
-                                       f"folder:{image_folder}", "--epochs", "1",
-                                       "--set", "filters=4", "--set", "dense_units=8"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "baseline",
+            "cnn-catsdogs",
+            "--dataset",
+            f"folder:{image_folder}",
+            "--epochs",
+            "1",
+            "--set",
+            "filters=4",
+            "--set",
+            "dense_units=8",
+        ],
+    )
     assert result.exit_code == 0, result.output
     run = MlflowClient().get_run(result.output.strip().split()[-1])
     assert run.data.params["loss"] == "mse" and run.data.params["dataset"] == "pets"
 
 
 def test_transfer_baseline_with_random_weights(workdir, image_folder):
-    result = CliRunner().invoke(main, [
-        "baseline", "transfer-folder", "--dataset", f"folder:{image_folder}", "--epochs", "1",
-        "--set", "weights=none", "--set", "input_size=32", "--set", "fine_tune_epochs=1",
-        "--set", "dense_units=8"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "baseline",
+            "transfer-folder",
+            "--dataset",
+            f"folder:{image_folder}",
+            "--epochs",
+            "1",
+            "--set",
+            "weights=none",
+            "--set",
+            "input_size=32",
+            "--set",
+            "fine_tune_epochs=1",
+            "--set",
+            "dense_units=8",
+        ],
+    )
     assert result.exit_code == 0, result.output
     run = MlflowClient().get_run(result.output.strip().split()[-1])
     assert run.data.metrics["epochs"] == 2  # one epoch of the head, one of fine-tuning

@@ -15,9 +15,15 @@ VALID = {
     "pruner": "median",
     "objective": {"metric": "val_accuracy", "direction": "maximize"},
     "budget": {"trials": 4, "timeout_minutes": 5, "max_epochs": 2},
-    "families": {"cnn": {"filters": {"choice": [8, 16]}, "dropout": {"float": [0.0, 0.5]},
-                         "learning_rate": {"float": [1e-4, 1e-2], "log": True},
-                         "conv_blocks": {"int": [1, 2]}, "kernel_size": 3}},
+    "families": {
+        "cnn": {
+            "filters": {"choice": [8, 16]},
+            "dropout": {"float": [0.0, 0.5]},
+            "learning_rate": {"float": [1e-4, 1e-2], "log": True},
+            "conv_blocks": {"int": [1, 2]},
+            "kernel_size": 3,
+        }
+    },
 }
 
 
@@ -44,34 +50,97 @@ def test_a_valid_file_loads_into_a_spec(tmp_path):
     assert cnn["conv_blocks"] == space.Int(1, 2) and cnn["kernel_size"] == space.Fixed(3)
 
 
-@pytest.mark.parametrize("changes,expected", [
-    ({"dataset": "imagenet"}, "dataset: expected one of mnist, fashion_mnist, cifar10"),
-    ({"engine": "hyperopt"}, "engine: expected engine (optuna, keras-tuner). Received: 'hyperopt'"),
-    ({"sampler": "bayesian"}, "sampler: expected a sampler of optuna (tpe, random, cmaes, gp, grid)"),
-    ({"pruner": "patience"}, "pruner: expected pruner (none, median, hyperband, successive-halving)"),
-    ({"budget": {"trials": 0}}, "budget.trials: expected a positive number. Received: 0"),
-    ({"budget": {"trails": 3}}, "budget.trails: expected one of trials, timeout_minutes, max_epochs"),
-    ({"budget": {"target": 98.5}}, "budget.target: expected a value of val_accuracy to stop at "
-                                   "(between 0 and 1; 0.985 for 98.5%). Received: 98.5"),
-    ({"baseline_first": "no"}, "baseline_first: expected true or false. Received: 'no'"),
-    ({"objective": {"metric": "val_loss", "direction": "maximize"}},
-     "objective.direction: expected minimize for val_loss"),
-    ({"families": {"resnet": {}}}, "families.resnet: expected one of mlp, cnn, cnn_bn, transfer"),
-    ({"families": {"cnn": {"filtres": 3}}}, "families.cnn.filtres: expected a parameter of cnn: "),
-    ({"families": {"cnn": {"dropout": {"float": [0.5, 0.1]}}}},
-     "families.cnn.dropout: expected float: low < high (received [0.5, 0.1])"),
-    ({"families": {"cnn": {"learning_rate": {"float": [0, 1], "log": True}}}},
-     "families.cnn.learning_rate: expected float: low > 0 with log: true"),
-    ({"families": {"cnn": {"filters": {"float": [8, 64]}}}},
-     "families.cnn.filters: expected an int range or choice"),
-    ({"families": {"cnn": {"optimizer": {"choice": []}}}},
-     "families.cnn.optimizer: expected choice: a non-empty list"),
-    ({"families": {"cnn": {"dropout": {"uniform": [0, 1]}}}},
-     "families.cnn.dropout: expected exactly one of int, float or choice"),
-    ({"engine": "keras-tuner", "sampler": "random", "pruner": "median"},
-     "pruner: expected none with keras-tuner"),
-    ({"epochs": 3}, "epochs: expected one of dataset, data,"),
-])
+@pytest.mark.parametrize(
+    "changes,expected",
+    [
+        ({"dataset": "imagenet"}, "dataset: expected one of mnist, fashion_mnist, cifar10"),
+        (
+            {"engine": "hyperopt"},
+            "engine: expected engine (optuna, keras-tuner). Received: 'hyperopt'",
+        ),
+        (
+            {"sampler": "bayesian"},
+            "sampler: expected a sampler of optuna (tpe, random, cmaes, gp, grid)",
+        ),
+        (
+            {"pruner": "patience"},
+            "pruner: expected pruner (none, median, hyperband, successive-halving)",
+        ),
+        ({"budget": {"trials": 0}}, "budget.trials: expected a positive number. Received: 0"),
+        (
+            {"budget": {"trails": 3}},
+            "budget.trails: expected one of trials, timeout_minutes, max_epochs",
+        ),
+        (
+            {"budget": {"target": 98.5}},
+            "budget.target: expected a value of val_accuracy to stop at "
+            "(between 0 and 1; 0.985 for 98.5%). Received: 98.5",
+        ),
+        ({"baseline_first": "no"}, "baseline_first: expected true or false. Received: 'no'"),
+        (
+            {"objective": {"metric": "val_loss", "direction": "maximize"}},
+            "objective.direction: expected minimize for val_loss",
+        ),
+        (
+            {"families": {"resnet": {}}},
+            "families.resnet: expected one of mlp, cnn, cnn_bn, transfer",
+        ),
+        (
+            {"families": {"cnn": {"filtres": 3}}},
+            "families.cnn.filtres: expected a parameter of cnn: ",
+        ),
+        (
+            {"families": {"cnn": {"dropout": {"float": [0.5, 0.1]}}}},
+            "families.cnn.dropout: expected float: low < high (received [0.5, 0.1])",
+        ),
+        (
+            {"families": {"cnn": {"learning_rate": {"float": [0, 1], "log": True}}}},
+            "families.cnn.learning_rate: expected float: low > 0 with log: true",
+        ),
+        (
+            {"families": {"cnn": {"filters": {"float": [8, 64]}}}},
+            "families.cnn.filters: expected an int range or choice",
+        ),
+        (
+            {"families": {"cnn": {"optimizer": {"choice": []}}}},
+            "families.cnn.optimizer: expected choice: a non-empty list",
+        ),
+        (
+            {"families": {"cnn": {"dropout": {"uniform": [0, 1]}}}},
+            "families.cnn.dropout: expected exactly one of int, float or choice",
+        ),
+        (
+            {"engine": "keras-tuner", "sampler": "random", "pruner": "median"},
+            "pruner: expected none with keras-tuner",
+        ),
+        ({"epochs": 3}, "epochs: expected one of dataset, data,"),
+        (
+            {"families": {"cnn": {"optimizer": {"choice": ["adam", "lion"]}}}},
+            "families.cnn.optimizer: expected one of adam, adamax, nadam, rmsprop, sgd for every "
+            "value ('lion' is not)",
+        ),
+        (
+            {"families": {"cnn": {"dropout": 1.5}}},
+            "families.cnn.dropout: expected a number <= 0.95",
+        ),
+        (
+            {"families": {"cnn": {"batch_size": 0}}},
+            "families.cnn.batch_size: expected a number >= 1",
+        ),
+        (
+            {"families": {"cnn": {"learning_rate": -1.0}}},
+            "families.cnn.learning_rate: expected a number > 0. Received: -1.0",
+        ),
+        (
+            {"families": {"cnn": {"lr_schedule": "cosine"}}},
+            "families.cnn.lr_schedule: expected one of constant, exponential",
+        ),
+        (
+            {"families": {"cnn": {"batch_size": {"int": [16, 1073741824]}}}},
+            "families.cnn.batch_size: expected a number <= 65536 for every value",
+        ),
+    ],
+)
 def test_each_mistake_names_its_field_and_what_was_expected(tmp_path, changes, expected):
     problems = problems_of(tmp_path, **changes)
     assert any(expected in p for p in problems), problems
@@ -92,10 +161,16 @@ def test_not_yaml_and_missing_file(tmp_path):
 
 
 def test_overrides_switch_engine_and_keep_a_sampler_it_knows(tmp_path):
-    spec = config.load(write(tmp_path, VALID)).with_overrides(engine="keras-tuner", trials=9,
-                                                               max_epochs=None)
+    spec = config.load(write(tmp_path, VALID)).with_overrides(
+        engine="keras-tuner", trials=9, max_epochs=None
+    )
     assert (spec.engine, spec.sampler, spec.pruner, spec.trials, spec.max_epochs) == (
-        "keras-tuner", "bayesian", "none", 9, 2)
+        "keras-tuner",
+        "bayesian",
+        "none",
+        9,
+        2,
+    )
 
 
 def test_target_is_met_in_the_objective_direction(tmp_path):
@@ -109,8 +184,8 @@ def test_target_is_met_in_the_objective_direction(tmp_path):
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
 def test_every_sweep_file_is_valid_and_holds_its_baselines(path):
-    from sweeper.sweep import baseline_points
+    from sweeper.policy import first_points
 
     spec = config.load(path)
     assert path.read_text().startswith("# ")  # the first line says how to run it
-    assert set(baseline_points(spec)) == set(spec.families)
+    assert {family for family, _ in first_points(spec)} == set(spec.families)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, needs_shared_data, write_image_folder
 
+from conftest import SHARED_DATA, needs_shared_data, write_image_folder
 from sweeper import data
 from sweeper.errors import DataError
 
@@ -50,11 +50,57 @@ def test_folder_with_training_and_test_pair(tmp_path):
     assert len(ds.y_test) == 6 and len(ds.y_train) + len(ds.y_val) == 18
 
 
-def test_unreadable_images_are_skipped_and_counted(image_folder):
+def test_unreadable_images_are_skipped_and_counted(image_folder, caplog, monkeypatch):
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("sweeper"), "propagate", True)  # to caplog
     (image_folder / "cat" / "broken.jpg").write_bytes(b"not an image")
-    ds = data.load(f"folder:{image_folder}", image_size=(16, 16), seed=1)
+    with caplog.at_level("WARNING", logger="sweeper"):
+        ds = data.load(f"folder:{image_folder}", image_size=(16, 16), seed=1)
     assert ds.skipped_images == 1
     assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 24
+    assert "skipped 1 unreadable image(s) of 25" in caplog.text
+
+
+def test_skipped_images_are_a_param_of_the_sweep(workdir, image_folder):
+    import yaml
+    from click.testing import CliRunner
+
+    from sweeper import tracking
+    from sweeper.cli import main
+
+    (image_folder / "dog" / "broken.png").write_bytes(b"not an image")
+    path = workdir / "pets.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": f"folder:{image_folder}",
+                "data": {"image_size": [16, 16]},
+                "study": "pets-skipped",
+                "budget": {"trials": 1, "max_epochs": 1},
+                "families": {"mlp": {"units": 8}},
+            }
+        )
+    )
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "warning: folder:" in result.output and "skipped 1 unreadable" in result.output
+    [parent] = tracking.search_runs({"kind": "sweep", "study": "pets-skipped"})
+    assert parent.data.params["skipped_images"] == "1"
+
+
+def test_a_named_dataset_is_one_registry_entry(tmp_path, monkeypatch):
+    (tmp_path / "tiny").mkdir()
+    x = np.zeros((20, 8, 8), np.uint8)
+    y = np.arange(20) % 2
+    np.savez(tmp_path / "tiny" / "tiny.npz", x_train=x, y_train=y, x_test=x[:4], y_test=y[:4])
+    entry = data.NamedDataset(
+        "tiny", (8, 8, 1), ("off", "on"), ("tiny.npz",), data.read_npz, "tiny"
+    )
+    monkeypatch.setitem(data.NAMED, "tiny", entry)
+    ds = data.load("tiny", data_dir=tmp_path)
+    assert ds.input_shape == (8, 8, 1) and ds.class_names == ("off", "on")
+    assert "tiny" in data.known_names()
 
 
 def test_csv_of_filenames_and_labels(image_folder):
@@ -66,8 +112,11 @@ def test_csv_of_filenames_and_labels(image_folder):
 
 
 def test_unknown_dataset_lists_the_known_ones():
-    with pytest.raises(DataError, match=r"Unknown dataset 'imagenet'. Known: mnist, "
-                                        r"fashion_mnist, cifar10, folder:PATH, csv:PATH.csv"):
+    with pytest.raises(
+        DataError,
+        match=r"Unknown dataset 'imagenet'. Known: mnist, "
+        r"fashion_mnist, cifar10, folder:PATH, csv:PATH.csv",
+    ):
         data.load("imagenet")
 
 

@@ -22,7 +22,9 @@ from mlflow.tracking import MlflowClient
 from test_sweep import TINY_SWEEP
 
 ROOT = Path(__file__).resolve().parents[1]
-HAS_POSTGRES = bool(shutil.which("pg_ctl") or list(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")))
+HAS_POSTGRES = bool(
+    shutil.which("pg_ctl") or list(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+)
 pytestmark = pytest.mark.skipif(not HAS_POSTGRES, reason="PostgreSQL is not installed")
 
 
@@ -35,27 +37,47 @@ def free_port():
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cluster")
-    env = {**os.environ, "CLUSTER_DIR": str(folder), "PG_PORT": str(free_port()),
-           "MLFLOW_PORT": str(free_port()), "PYTHON": sys.executable}
+    env = {
+        **os.environ,
+        "CLUSTER_DIR": str(folder),
+        "PG_PORT": str(free_port()),
+        "MLFLOW_PORT": str(free_port()),
+        "PYTHON": sys.executable,
+    }
     script = str(ROOT / "scripts" / "cluster.sh")
     started = subprocess.run([script, "start"], env=env, capture_output=True, text=True)
     assert started.returncode == 0, started.stderr + started.stdout
-    urls = dict(line.removeprefix("export ").split("=", 1)
-                for line in started.stdout.splitlines() if line.startswith("export "))
+    urls = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in started.stdout.splitlines()
+        if line.startswith("export ")
+    )
     yield urls["SWEEPER_STORAGE"], urls["MLFLOW_TRACKING_URI"]
     subprocess.run([script, "stop"], env=env, capture_output=True)
 
 
 def start_workers(n, path, storage, tracking, workdir, data_dir, beat="30"):
     env = {**os.environ, "SWEEPER_DATA_DIR": str(data_dir), "SWEEPER_HEARTBEAT_SECONDS": beat}
-    command = [sys.executable, "-m", "sweeper.cli", "sweep", str(path), "--storage", storage,
-               "--tracking-uri", tracking, "--threads", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "sweeper.cli",
+        "sweep",
+        str(path),
+        "--storage",
+        storage,
+        "--tracking-uri",
+        tracking,
+        "--threads",
+        "1",
+    ]
     mlflow.set_tracking_uri(tracking)
     workers = []
     for i in range(n):
         log = open(workdir / f"worker{i}.log", "w")  # noqa: SIM115 (closed at exit)
-        worker = subprocess.Popen(command, cwd=workdir, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         worker.log_path = log.name
         workers.append(worker)
     return workers
@@ -69,8 +91,11 @@ def wait_all(workers):
 
 def write_sweep(folder, study, trials, **changes):
     path = folder / f"{study}.yaml"
-    path.write_text(yaml.safe_dump({**TINY_SWEEP, "study": study,
-                                    "budget": {"trials": trials, "max_epochs": 1}, **changes}))
+    path.write_text(
+        yaml.safe_dump(
+            {**TINY_SWEEP, "study": study, "budget": {"trials": trials, "max_epochs": 1}, **changes}
+        )
+    )
     return path
 
 
@@ -99,14 +124,16 @@ def test_three_workers_share_one_budget(cluster, tmp_path, data_dir):
     finished = [c for c in children if c.data.tags["state"] == "complete"]
     assert len(finished) == 9
     assert sorted(int(c.data.tags["trial_number"]) for c in finished) == sorted(
-        t.number for t in complete)  # each trial ran once, in one run
+        t.number for t in complete
+    )  # each trial ran once, in one run
 
 
 def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cluster, tmp_path, data_dir):
     storage, tracking = cluster
     slow = {**TINY_SWEEP["families"]["cnn"], "early_stopping_patience": 0}
-    path = write_sweep(tmp_path, "killed", 6, families={"cnn": slow},
-                       budget={"trials": 6, "max_epochs": 6})
+    path = write_sweep(
+        tmp_path, "killed", 6, families={"cnn": slow}, budget={"trials": 6, "max_epochs": 6}
+    )
     workers = start_workers(3, path, storage, tracking, tmp_path, data_dir, beat="2")
     victim = workers[0]
     killed = None
@@ -116,9 +143,12 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cluster, tmp_p
         except KeyError:
             time.sleep(0.5)
             continue
-        mine = [t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
-                if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
-                and "mlflow_run_id" in t.user_attrs]
+        mine = [
+            t
+            for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+            if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+            and "mlflow_run_id" in t.user_attrs
+        ]
         if mine:
             killed = mine[0]
             time.sleep(1.0)  # inside its training loop
@@ -146,6 +176,9 @@ def test_workers_option_refuses_sqlite(tmp_path, data_dir):
     path = write_sweep(tmp_path, "local", 2)
     result = subprocess.run(
         [sys.executable, "-m", "sweeper.cli", "sweep", str(path), "--workers", "2"],
-        cwd=tmp_path, capture_output=True, text=True)
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "--workers needs a storage several processes can share" in result.stderr

@@ -1,47 +1,16 @@
-"""best --export, predict, report and rerun, after one small sweep in a store of their own."""
+"""best --export, predict and rerun, after one small sweep in a store of their own."""
 
 import math
 
 import keras
 import mlflow
 import numpy as np
-import pytest
-import yaml
 from click.testing import CliRunner
-from conftest import write_image_folder
 from mlflow.tracking import MlflowClient
 
+from conftest import write_image_folder
 from sweeper import data, results
 from sweeper.cli import main
-from test_sweep import TINY_SWEEP
-
-
-@pytest.fixture(scope="module")
-def swept(tmp_path_factory, data_dir):
-    """A 7-trial sweep on tiny mnist, with the cnn-mnist baseline run beside it."""
-    folder = tmp_path_factory.mktemp("results")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("SWEEPER_DATA_DIR", str(data_dir))
-        path = folder / "tiny.yaml"
-        path.write_text(yaml.safe_dump({**TINY_SWEEP, "study": "tiny",
-                                        "budget": {"trials": 7, "max_epochs": 1}}))
-        for args in (["sweep", str(path)], ["baseline", "cnn-mnist", "--epochs", "1"]):
-            result = CliRunner().invoke(main, args)
-            assert result.exit_code == 0, result.output
-        yield folder, uri
-
-
-@pytest.fixture
-def store(swept, monkeypatch, data_dir):
-    folder, uri = swept
-    monkeypatch.chdir(folder)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("SWEEPER_DATA_DIR", str(data_dir))
-    mlflow.set_tracking_uri(uri)
-    return folder
 
 
 def test_best_export_gives_back_the_logged_test_accuracy(store, data_dir):
@@ -61,7 +30,8 @@ def test_best_export_gives_back_the_logged_test_accuracy(store, data_dir):
 def test_best_selects_on_validation_accuracy_by_default(store):
     runs = MlflowClient().search_runs(
         [mlflow.get_experiment_by_name("mnist").experiment_id],
-        "tags.study = 'tiny' and tags.state = 'complete'")
+        "tags.study = 'tiny' and tags.state = 'complete'",
+    )
     expected = max(runs, key=lambda r: r.data.metrics["best_val_accuracy"])
     assert results.best_run(results.Selection(sweep="tiny")).info.run_id == expected.info.run_id
 
@@ -79,30 +49,6 @@ def test_predict_names_the_class_of_each_image(store, tmp_path):
         assert name in list("0123456789") and 0 < float(probability.rstrip(")")) <= 1
 
 
-def test_report_rows_match_the_runs_in_mlflow(store):
-    result = CliRunner().invoke(main, ["report", "--dataset", "mnist", "--out", "rep"])
-    assert result.exit_code == 0, result.output
-    table = (store / "rep" / "report.md").read_text()
-    runs = MlflowClient().search_runs(
-        [mlflow.get_experiment_by_name("mnist").experiment_id],
-        "tags.kind = 'trial' and tags.state = 'complete' and attributes.status = 'FINISHED'")
-    for family in {r.data.params["family"] for r in runs}:
-        best = max((r for r in runs if r.data.params["family"] == family),
-                   key=lambda r: r.data.metrics["best_val_accuracy"])
-        row = next(line for line in table.splitlines()
-                   if line.startswith(f"| {family} | best trial |"))
-        assert best.info.run_id[:8] in row
-        assert f"{best.data.metrics['test_accuracy']:.4f}" in row
-    assert "| cnn | baseline cnn-mnist (measured) |" in table
-    assert "| cnn | baseline cnn-mnist (documented) |  | 0.9850 |" in table
-    for plot in ("best_so_far.png", "top_curves.png", "importances.png"):
-        assert (store / "rep" / plot).stat().st_size > 1000, plot
-    parent = MlflowClient().search_runs(
-        [mlflow.get_experiment_by_name("mnist").experiment_id], "tags.kind = 'sweep'")[0]
-    logged = {a.path for a in MlflowClient().list_artifacts(parent.info.run_id, "report")}
-    assert "report/report.md" in logged
-
-
 def test_rerun_trains_the_same_trial_again(store):
     original = results.best_run(results.Selection(sweep="tiny"))
     result = CliRunner().invoke(main, ["rerun", original.info.run_id])
@@ -110,8 +56,9 @@ def test_rerun_trains_the_same_trial_again(store):
     new = mlflow.get_run(result.output.strip().split()[-1])
     assert new.data.tags["rerun_of"] == original.info.run_id
     assert new.data.params == {**original.data.params}
-    assert math.isclose(new.data.metrics["test_accuracy"],
-                        original.data.metrics["test_accuracy"], abs_tol=0.05)
+    assert math.isclose(
+        new.data.metrics["test_accuracy"], original.data.metrics["test_accuracy"], abs_tol=0.05
+    )
 
 
 def test_best_without_runs_says_so(tmp_path, monkeypatch):
@@ -136,16 +83,32 @@ def test_mlflow_server_serves_the_sweep_over_rest(store):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-         os.environ["MLFLOW_TRACKING_URI"], "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            os.environ["MLFLOW_TRACKING_URI"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
 
     def call(path, body=None):
         request = urllib.request.Request(
-            base + path, data=json.dumps(body).encode() if body else None,
-            headers={"Content-Type": "application/json"})
+            base + path,
+            data=json.dumps(body).encode() if body else None,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read() or b"{}")
 
@@ -157,11 +120,17 @@ def test_mlflow_server_serves_the_sweep_over_rest(store):
             except OSError:
                 time.sleep(0.5)
         experiment = call("/api/2.0/mlflow/experiments/get-by-name?experiment_name=mnist")
-        runs = call("/api/2.0/mlflow/runs/search", {
-            "experiment_ids": [experiment["experiment"]["experiment_id"]],
-            "filter": "tags.study = 'tiny'", "max_results": 100})["runs"]
-        tags = {r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"]["tags"]}
-                for r in runs}
+        runs = call(
+            "/api/2.0/mlflow/runs/search",
+            {
+                "experiment_ids": [experiment["experiment"]["experiment_id"]],
+                "filter": "tags.study = 'tiny'",
+                "max_results": 100,
+            },
+        )["runs"]
+        tags = {
+            r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs
+        }
         parents = [i for i, t in tags.items() if t.get("kind") == "sweep"]
         assert len(parents) == 1
         children = [i for i, t in tags.items() if t.get("mlflow.parentRunId") == parents[0]]

@@ -5,10 +5,14 @@ from sweeper import space
 from sweeper.engines import keras_tuner_engine, optuna_engine
 
 FAMILIES = {
-    "cnn": {"filters": space.Choice((16, 32)), "dropout": space.Float(0.0, 0.5, 0.05),
-            "learning_rate": space.Float(1e-4, 1e-2, None, True),
-            "conv_blocks": space.Int(1, 3), "decay_steps": space.Int(100, 1000, 1, True),
-            "kernel_size": space.Fixed(3)},
+    "cnn": {
+        "filters": space.Choice((16, 32)),
+        "dropout": space.Float(0.0, 0.5, 0.05),
+        "learning_rate": space.Float(1e-4, 1e-2, None, True),
+        "conv_blocks": space.Int(1, 3),
+        "decay_steps": space.Int(100, 1000, 1, True),
+        "kernel_size": space.Fixed(3),
+    },
     "mlp": {"units": space.Int(32, 256, 32), "dropout": space.Float(0.1, 0.3)},
 }
 
@@ -34,9 +38,20 @@ def test_both_engines_see_the_same_names_and_ranges():
     hp = kt.HyperParameters()
     keras_tuner_engine.declare(hp, FAMILIES)
     from_kt = {p.name: p.get_config() for p in hp.space}
-    assert set(from_optuna) == set(from_kt) == {
-        "family", "cnn.filters", "cnn.dropout", "cnn.learning_rate", "cnn.conv_blocks",
-        "cnn.decay_steps", "mlp.units", "mlp.dropout"}
+    assert (
+        set(from_optuna)
+        == set(from_kt)
+        == {
+            "family",
+            "cnn.filters",
+            "cnn.dropout",
+            "cnn.learning_rate",
+            "cnn.conv_blocks",
+            "cnn.decay_steps",
+            "mlp.units",
+            "mlp.dropout",
+        }
+    )
     for name, dist in from_optuna.items():
         cfg = from_kt[name]
         if isinstance(dist, optuna.distributions.CategoricalDistribution):
@@ -58,13 +73,16 @@ def test_kt_scopes_each_family_parameters_under_its_choice():
     assert not hp.is_active(hp._hps["cnn.filters"][0])
 
 
-@pytest.mark.parametrize("param,inside,outside", [
-    (space.Int(1, 9, 2), 5, 4),
-    (space.Float(0.0, 0.5, 0.05), 0.2, 0.22),
-    (space.Float(1e-4, 1e-2, None, True), 1e-3, 0.1),
-    (space.Choice(("adam", "sgd")), "sgd", "adamax"),
-    (space.Fixed(3), 3, 4),
-])
+@pytest.mark.parametrize(
+    "param,inside,outside",
+    [
+        (space.Int(1, 9, 2), 5, 4),
+        (space.Float(0.0, 0.5, 0.05), 0.2, 0.22),
+        (space.Float(1e-4, 1e-2, None, True), 1e-3, 0.1),
+        (space.Choice(("adam", "sgd")), "sgd", "adamax"),
+        (space.Fixed(3), 3, 4),
+    ],
+)
 def test_contains(param, inside, outside):
     assert param.contains(inside) and not param.contains(outside)
 

@@ -3,48 +3,28 @@
 import mlflow
 import optuna
 import pytest
-import yaml
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
+from conftest import TINY_SWEEP, sweep_file
 from sweeper import config, runner
 from sweeper.cli import main
 from sweeper.engines import optuna_engine
 from sweeper.sweep import run_sweep
 
-TINY_SWEEP = {
-    "dataset": "mnist",
-    "engine": "optuna",
-    "sampler": "tpe",
-    "pruner": "none",
-    "budget": {"trials": 3, "max_epochs": 1},
-    "families": {
-        # holds the cnn-mnist recipe (filters 32, dense 100), so it runs first
-        "cnn": {"filters": {"choice": [4, 32]}, "dense_units": {"choice": [8, 100]},
-                "kernel_initializer": "he_uniform", "early_stopping_patience": 2,
-                "learning_rate": {"float": [1e-4, 1e-2], "log": True}},
-        "mlp": {"units": {"int": [8, 32], "step": 8}},
-    },
-}
-
-
-def sweep_file(tmp_path, study, **changes):
-    path = tmp_path / f"{study}.yaml"
-    path.write_text(yaml.safe_dump({**TINY_SWEEP, "study": study, **changes}))
-    return path
-
 
 def children_of(parent_id):
     runs = MlflowClient().search_runs(
-        [mlflow.get_run(parent_id).info.experiment_id],
-        f"tags.`mlflow.parentRunId` = '{parent_id}'")
+        [mlflow.get_run(parent_id).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    )
     return sorted(runs, key=lambda r: int(r.data.tags["trial_number"]))
 
 
 def parent_of(study):
     runs = MlflowClient().search_runs(
         [mlflow.get_experiment_by_name("mnist").experiment_id],
-        f"tags.kind = 'sweep' and tags.study = '{study}'")
+        f"tags.kind = 'sweep' and tags.study = '{study}'",
+    )
     assert len(runs) == 1
     return runs[0]
 
@@ -52,8 +32,9 @@ def parent_of(study):
 @pytest.mark.parametrize("engine", ["optuna", "keras-tuner"])
 def test_sweep_logs_parent_and_children_then_resumes(workdir, engine):
     study = f"resume-{engine}"
-    path = sweep_file(workdir, study, engine=engine,
-                      sampler="tpe" if engine == "optuna" else "random")
+    path = sweep_file(
+        workdir, study, engine=engine, sampler="tpe" if engine == "optuna" else "random"
+    )
     result = CliRunner().invoke(main, ["sweep", str(path), "--trials", "3"])
     assert result.exit_code == 0, result.output
     parent = parent_of(study)
@@ -82,8 +63,14 @@ def test_sweep_logs_parent_and_children_then_resumes(workdir, engine):
 @pytest.mark.parametrize("engine", ["optuna", "keras-tuner"])
 def test_a_met_target_stops_the_trial_and_the_sweep(workdir, engine):
     study = f"target-{engine}"
-    path = sweep_file(workdir, study, engine=engine, baseline_first=False,
-                      sampler="random", budget={"trials": 4, "max_epochs": 3, "target": 0.01})
+    path = sweep_file(
+        workdir,
+        study,
+        engine=engine,
+        baseline_first=False,
+        sampler="random",
+        budget={"trials": 4, "max_epochs": 3, "target": 0.01},
+    )
     result = CliRunner().invoke(main, ["sweep", str(path)])
     assert result.exit_code == 0, result.output
     assert "target val_accuracy 0.01 reached by" in result.output
@@ -101,12 +88,19 @@ def test_a_met_target_stops_the_trial_and_the_sweep(workdir, engine):
     assert len(children_of(parent.info.run_id)) == 1
 
 
-@pytest.mark.parametrize("engine,sampler", [("optuna", "random"), ("keras-tuner", "random"),
-                                            ("keras-tuner", "hyperband")])
+@pytest.mark.parametrize(
+    "engine,sampler",
+    [("optuna", "random"), ("keras-tuner", "random"), ("keras-tuner", "hyperband")],
+)
 def test_a_passed_timeout_starts_no_more_trials(workdir, engine, sampler):
     study = f"timeout-{engine}-{sampler}"
-    path = sweep_file(workdir, study, engine=engine, sampler=sampler,
-                      budget={"trials": 4, "max_epochs": 2, "timeout_minutes": 0.0001})
+    path = sweep_file(
+        workdir,
+        study,
+        engine=engine,
+        sampler=sampler,
+        budget={"trials": 4, "max_epochs": 2, "timeout_minutes": 0.0001},
+    )
     result = CliRunner().invoke(main, ["sweep", str(path)])
     assert result.exit_code == 0, result.output
     children = children_of(parent_of(study).info.run_id)
@@ -121,8 +115,9 @@ class AlwaysPrune(optuna.pruners.BasePruner):
 
 def test_a_pruned_trial_is_logged_with_its_curves_so_far(workdir, monkeypatch):
     monkeypatch.setattr(optuna_engine, "_pruner", lambda spec: AlwaysPrune())
-    spec = config.load(sweep_file(workdir, "pruning", pruner="median",
-                                  budget={"trials": 2, "max_epochs": 3}))
+    spec = config.load(
+        sweep_file(workdir, "pruning", pruner="median", budget={"trials": 2, "max_epochs": 3})
+    )
     parent = run_sweep(spec)
     children = children_of(parent)
     assert len(children) == 2
@@ -135,10 +130,13 @@ def test_a_pruned_trial_is_logged_with_its_curves_so_far(workdir, monkeypatch):
 
 
 def test_a_nan_trial_is_logged_failed_and_the_sweep_goes_on(workdir):
-    families = {**TINY_SWEEP["families"],
-                "mlp": {"optimizer": "sgd", "momentum": 0.0, "learning_rate": 1.0e12}}
-    spec = config.load(sweep_file(workdir, "nan", families=families,
-                                  budget={"trials": 1, "max_epochs": 2}))
+    families = {
+        **TINY_SWEEP["families"],
+        "mlp": {"optimizer": "sgd", "momentum": 0.0, "learning_rate": 1.0e12},
+    }
+    spec = config.load(
+        sweep_file(workdir, "nan", families=families, budget={"trials": 1, "max_epochs": 2})
+    )
     study = optuna.create_study(study_name="nan", storage=optuna_engine.make_storage(None))
     study.enqueue_trial({"family": "mlp"})  # runs before the cnn baseline
     parent = run_sweep(spec)
@@ -147,8 +145,12 @@ def test_a_nan_trial_is_logged_failed_and_the_sweep_goes_on(workdir):
     assert children[0].info.status == "FAILED" and children[0].data.tags["state"] == "failed"
     assert "NaN" in children[0].data.tags["error"]
     assert children[1].data.tags["state"] == "complete"
-    states = [t.state for t in optuna.load_study(study_name="nan",
-                                                 storage=optuna_engine.make_storage(None)).trials]
+    states = [
+        t.state
+        for t in optuna.load_study(
+            study_name="nan", storage=optuna_engine.make_storage(None)
+        ).trials
+    ]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
 
 

@@ -1,59 +1,106 @@
 """The `sweeper` command: thin subcommands that parse, call the library, and map errors to exits.
 
 Errors are caught here only: a `SweeperError` becomes one line on stderr and exit code 2.
+Light on purpose: `--help`, `datasets`, `params`, `baseline --list` and a bad sweep file
+load no TensorFlow, MLflow or engine; each command imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
+from sweeper import engines
 from sweeper.errors import SweeperError
 
+# Libraries whose INFO lines are diagnostics: shown with -v only.
+LIBRARY_LOGGERS = ("mlflow", "alembic", "optuna", "keras_tuner", "absl", "tensorflow")
 
-def data_options(f):
+
+class _ConsoleHandler(logging.Handler):
+    """Progress (INFO) to stdout as plain lines, problems to stderr with their level. Looks
+    the streams up at each line, so it follows click's test runner and redirections."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            print(f"{record.levelname.lower()}: {message}", file=sys.stderr, flush=True)
+        else:
+            print(message, file=sys.stdout, flush=True)
+
+
+def setup_logging(verbosity: int) -> None:
+    """-q (-1): warnings only; default (0): sweeper's progress; -v (1): sweeper's debug lines
+    and the libraries' INFO lines too."""
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    logger = logging.getLogger("sweeper")
+    logger.handlers[:] = [_ConsoleHandler()]
+    logger.setLevel(level)
+    logger.propagate = False
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbosity > 0 else logging.WARNING)
+
+
+def data_options(f: Callable) -> Callable:
     """Options shared by every command that reads data."""
-    f = click.option("--data-dir", type=click.Path(file_okay=False),
-                     help="Folder in shared/data's layout; else $SWEEPER_DATA_DIR, else "
-                          "Keras downloads.")(f)
-    return click.option("--limit", type=click.IntRange(min=2),
-                        help="Train on the first N training images (smoke runs).")(f)
+    f = click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False),
+        help="Folder in shared/data's layout; else $SWEEPER_DATA_DIR, else Keras downloads.",
+    )(f)
+    return click.option(
+        "--limit",
+        type=click.IntRange(min=2),
+        help="Train on the first N training images (smoke runs).",
+    )(f)
 
 
-def tracking_option(f):
-    return click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-                        help="MLflow store; default sqlite under ./mlruns.")(f)
+def tracking_option(f: Callable) -> Callable:
+    return click.option(
+        "--tracking-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        help="MLflow store; default sqlite under ./mlruns.",
+    )(f)
 
 
-def user_errors(f):
+def user_errors(f: Callable) -> Callable:
     """Turns a user error into one line and exit 2; Ctrl-C into exit 130."""
 
     @functools.wraps(f)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return f(*args, **kwargs)
         except SweeperError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            click.echo("interrupted: the running trial is marked failed; run the same "
-                       "command again to resume", err=True)
+            click.echo(
+                "interrupted: the running trial is marked failed; run the same "
+                "command again to resume",
+                err=True,
+            )
             sys.exit(130)
 
     return wrapper
 
 
 @click.group()
-def main():
+@click.option("-v", "--verbose", is_flag=True, help="Also show diagnostics and libraries' logs.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress.")
+def main(verbose: bool, quiet: bool) -> None:
     """Hyperparameter sweeps with experiment tracking for Keras image classifiers."""
+    setup_logging(1 if verbose else -1 if quiet else 0)
 
 
 @main.command()
 @click.option("--data-dir", type=click.Path(file_okay=False))
 @user_errors
-def datasets(data_dir):
+def datasets(data_dir: str | None) -> None:
     """List the datasets, their shapes and class names, and whether they are found locally."""
     from sweeper import data
 
@@ -65,9 +112,34 @@ def datasets(data_dir):
         shape = "x".join(map(str, spec.shape))
         click.echo(f"{name:14} {shape:8} {len(spec.class_names)} classes  {where}")
         click.echo(f"{'':14} classes: {', '.join(spec.class_names)}")
-    click.echo("folder:PATH    any size, resized  one subfolder per class "
-               "(Training/ + Test/, or one root split 80/20)")
+    click.echo(
+        "folder:PATH    any size, resized  one subfolder per class "
+        "(Training/ + Test/, or one root split 80/20)"
+    )
     click.echo("csv:PATH.csv   any size, resized  rows of filename,label; images beside the CSV")
+
+
+@main.command()
+@click.argument("family", required=False)
+@user_errors
+def params(family: str | None) -> None:
+    """List every parameter (training ones, then FAMILY's or every family's): type, default,
+    allowed values and what it does."""
+    from sweeper import schema
+
+    if family:
+        schema.params_of(family)  # an unknown family fails here, listing the known ones
+    sections = [("training (every family)", schema.TRAINING)]
+    for name in [family] if family else schema.family_names():
+        doc, own = schema.FAMILIES[name]
+        sections.append((f"{name}: {doc}", own))
+    for title, rules in sections:
+        click.echo(title)
+        for p in rules.values():
+            click.echo(
+                f"  {p.name:24} {p.type.__name__:5} default {p.default!s:15} "
+                f"allowed {p.allowed():22} {p.doc}"
+            )
 
 
 @main.command()
@@ -76,71 +148,141 @@ def datasets(data_dir):
 @click.option("--dataset", help="For recipes on an image folder: folder:PATH or csv:PATH.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override one recipe parameter, e.g. --set weights=none.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one recipe parameter, e.g. --set weights=none.",
+)
 @data_options
 @tracking_option
 @user_errors
-def baseline(name, show_list, dataset, epochs, seed, overrides, data_dir, limit, tracking_uri):
+def baseline(
+    name: str | None,
+    show_list: bool,
+    dataset: str | None,
+    epochs: int | None,
+    seed: int,
+    overrides: tuple[str, ...],
+    data_dir: str | None,
+    limit: int | None,
+    tracking_uri: str | None,
+) -> None:
     """Run a documented recipe exactly as written, logged as kind=baseline."""
     from sweeper import baselines
 
     if show_list or not name:
         for b in baselines.BASELINES.values():
             documented = f"{b.documented_accuracy:.2%}" if b.documented_accuracy else "not printed"
-            click.echo(f"{b.name:22} {b.dataset or 'folder:PATH':14} documented {documented:11} "
-                       f"{b.source}")
+            click.echo(
+                f"{b.name:22} {b.dataset or 'folder:PATH':14} documented {documented:11} {b.source}"
+            )
         return
-    result = baselines.run(baselines.get(name), dataset=dataset, epochs=epochs, seed=seed,
-                          overrides=_parse_overrides(overrides), data_dir=data_dir,
-                          limit=limit, tracking_uri=tracking_uri)
+    result = baselines.run(
+        baselines.get(name),
+        dataset=dataset,
+        epochs=epochs,
+        seed=seed,
+        overrides=_parse_overrides(overrides),
+        data_dir=data_dir,
+        limit=limit,
+        tracking_uri=tracking_uri,
+    )
     click.echo(result)
 
 
 @main.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
 @click.option("--trials", type=click.IntRange(min=1), help="Budget: finished trials in all.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
-              help="Stop starting trials after this many minutes.")
-@click.option("--engine", type=click.Choice(["optuna", "keras-tuner"]))
-@click.option("--storage", envvar="SWEEPER_STORAGE",
-              help="Optuna storage URL (default sqlite:///mlruns/optuna.db); "
-                   "postgresql://... for many workers.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop starting trials after this many minutes.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(engines.names()),
+    help="; ".join(
+        f"{name}: samplers {', '.join(e.samplers)} (first is the default), "
+        f"pruners {', '.join(e.pruners)}"
+        for name, e in engines.ENGINES.items()
+    ),
+)
+@click.option(
+    "--storage",
+    envvar="SWEEPER_STORAGE",
+    help="Optuna storage URL (default sqlite:///mlruns/optuna.db); "
+    "postgresql://... for many workers.",
+)
 @click.option("--study", help="Study name (default: the file's `study`, else its name).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Max epochs per trial.")
-@click.option("--target", type=click.FloatRange(min=0, min_open=True),
-              help="Stop once a trial's objective metric reaches this (e.g. 0.985).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Trial processes side by side on this machine (needs --storage that "
-                   "several processes can share, e.g. PostgreSQL).")
-@click.option("--threads", type=click.IntRange(min=1),
-              help="CPU threads for TensorFlow in this process (default: all; with "
-                   "--workers, an equal share each).")
+@click.option(
+    "--target",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop once a trial's objective metric reaches this (e.g. 0.985).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Trial processes side by side on this machine (needs --storage that "
+    "several processes can share, e.g. PostgreSQL).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="CPU threads for TensorFlow in this process (default: all; with "
+    "--workers, an equal share each).",
+)
 @data_options
 @tracking_option
 @user_errors
-def sweep(sweep_file, trials, timeout, engine, storage, study, epochs, target, workers,
-          threads, data_dir, limit, tracking_uri):
+def sweep(
+    sweep_file: str,
+    trials: int | None,
+    timeout: float | None,
+    engine: str | None,
+    storage: str | None,
+    study: str | None,
+    epochs: int | None,
+    target: float | None,
+    workers: int,
+    threads: int | None,
+    data_dir: str | None,
+    limit: int | None,
+    tracking_uri: str | None,
+) -> None:
     """Run (or resume) the sweep described in SWEEP_FILE."""
     from sweeper import config
-    from sweeper.sweep import run_sweep, run_workers
 
     spec = config.load(sweep_file).with_overrides(
-        trials=trials, timeout_minutes=timeout, engine=engine, study=study,
-        max_epochs=epochs, target=target, limit=limit)
+        trials=trials,
+        timeout_minutes=timeout,
+        engine=engine,
+        study=study,
+        max_epochs=epochs,
+        target=target,
+        limit=limit,
+    )
     if expected := config.target_problem(spec.metric, spec.target):
         raise SweeperError(f"--target: expected {expected}. Received: {spec.target:g}")
+    from sweeper.sweep import run_sweep, run_workers  # TensorFlow and MLflow load here
+
     if workers > 1:
         sys.exit(run_workers(spec, workers, storage=storage, argv=sys.argv[1:]))
     if threads:
         from sweeper.train import set_threads
 
         set_threads(threads)
-    click.echo(f"sweep {spec.study}: {spec.dataset}, {', '.join(spec.families)}; "
-               f"{spec.engine}/{spec.sampler}, pruner {spec.pruner}, {spec.trials} trials"
-               f"{f', {spec.timeout_minutes:g} min' if spec.timeout_minutes else ''}, "
-               f"<= {spec.max_epochs} epochs each"
-               f"{f'; stops at {spec.metric} {spec.target:g}' if spec.target else ''}")
+    click.echo(
+        f"sweep {spec.study}: {spec.dataset}, {', '.join(spec.families)}; "
+        f"{spec.engine}/{spec.sampler}, pruner {spec.pruner}, {spec.trials} trials"
+        f"{f', {spec.timeout_minutes:g} min' if spec.timeout_minutes else ''}, "
+        f"<= {spec.max_epochs} epochs each"
+        f"{f'; stops at {spec.metric} {spec.target:g}' if spec.target else ''}"
+    )
     parent = run_sweep(spec, storage=storage, data_dir=data_dir, tracking_uri=tracking_uri)
     click.echo(f"sweep {spec.study} done; parent run {parent}")
 
@@ -150,13 +292,30 @@ def sweep(sweep_file, trials, timeout, engine, storage, study, epochs, target, w
 @click.option("--sweep", "sweep_name", help="Only trials of this study.")
 @click.option("--parent", help="Only children of this sweep parent run id.")
 @click.option("--family", help="Only this architecture family.")
-@click.option("--metric", type=click.Choice(["val_accuracy", "test_accuracy"]),
-              default="val_accuracy", show_default=True, help="What 'best' means.")
-@click.option("--export", "export_path", type=click.Path(dir_okay=False),
-              help="Write the best model to PATH.keras.")
+@click.option(
+    "--metric",
+    type=click.Choice(["val_accuracy", "test_accuracy"]),
+    default="val_accuracy",
+    show_default=True,
+    help="What 'best' means.",
+)
+@click.option(
+    "--export",
+    "export_path",
+    type=click.Path(dir_okay=False),
+    help="Write the best model to PATH.keras.",
+)
 @tracking_option
 @user_errors
-def best(dataset, sweep_name, parent, family, metric, export_path, tracking_uri):
+def best(
+    dataset: str | None,
+    sweep_name: str | None,
+    parent: str | None,
+    family: str | None,
+    metric: str,
+    export_path: str | None,
+    tracking_uri: str | None,
+) -> None:
     """Print the best finished run (and export its model)."""
     from sweeper import results, tracking
 
@@ -170,15 +329,20 @@ def best(dataset, sweep_name, parent, family, metric, export_path, tracking_uri)
 @main.command()
 @click.option("--dataset", required=True, help="Dataset as shown in MLflow, e.g. cifar10.")
 @click.option("--out", type=click.Path(file_okay=False), help="Folder (default reports/DATASET).")
+@click.option(
+    "--storage",
+    envvar="SWEEPER_STORAGE",
+    help="Optuna storage the sweeps used, for parameter importances.",
+)
 @tracking_option
 @user_errors
-def report(dataset, out, tracking_uri):
+def report(dataset: str, out: str | None, storage: str | None, tracking_uri: str | None) -> None:
     """Each family's best trial against the documented and measured baselines, with plots."""
     from sweeper import report as report_module
     from sweeper import tracking
 
     tracking.configure(tracking_uri)
-    table, folder = report_module.build(dataset, out or f"reports/{dataset}")
+    table, folder = report_module.build(dataset, out or f"reports/{dataset}", storage)
     click.echo(table)
     click.echo(f"written to {folder}/ (report.md and plots)")
 
@@ -188,22 +352,24 @@ def report(dataset, out, tracking_uri):
 @click.option("--data-dir", type=click.Path(file_okay=False))
 @tracking_option
 @user_errors
-def rerun(run_id, data_dir, tracking_uri):
+def rerun(run_id: str, data_dir: str | None, tracking_uri: str | None) -> None:
     """Train a logged run again from its params and seed, as a new run tagged rerun_of."""
     from sweeper import results, tracking
 
     tracking.configure(tracking_uri)
     original, result, run = results.rerun(run_id, data_dir=data_dir)
     before = original.data.metrics.get("test_accuracy", float("nan"))
-    click.echo(f"rerun of {run_id}: test_accuracy {result.test['test_accuracy']:.4f} "
-               f"(original {before:.4f}); run {run.run_id}")
+    click.echo(
+        f"rerun of {run_id}: test_accuracy {result.test['test_accuracy']:.4f} "
+        f"(original {before:.4f}); run {run.run_id}"
+    )
 
 
 @main.command()
 @click.argument("model_path", type=click.Path(dir_okay=False))
 @click.argument("images", nargs=-1, required=True)
 @user_errors
-def predict(model_path, images):
+def predict(model_path: str, images: tuple[str, ...]) -> None:
     """Class name and probability for each image file."""
     from sweeper import results
 
@@ -215,7 +381,7 @@ def predict(model_path, images):
 @click.option("--port", type=int, default=5000, show_default=True)
 @tracking_option
 @user_errors
-def ui(port, tracking_uri):
+def ui(port: int, tracking_uri: str | None) -> None:
     """The MLflow UI on the project's store, bound to 127.0.0.1."""
     import subprocess
 
@@ -225,12 +391,22 @@ def ui(port, tracking_uri):
     if uri.startswith("http"):
         raise SweeperError(f"The tracking URI is a server already: open {uri}")
     click.echo(f"MLflow UI at http://127.0.0.1:{port} (store {uri}); Ctrl-C stops it")
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     sys.exit(subprocess.call(command))
 
 
-def _parse_overrides(pairs):
+def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
     import yaml
 
     parsed = {}

@@ -10,22 +10,32 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from sweeper import data, families, space, train
+from sweeper import data, engines, schema, space
 from sweeper.errors import ConfigError
 
-ENGINES = {
-    "optuna": ("tpe", "random", "cmaes", "gp", "grid"),
-    "keras-tuner": ("random", "bayesian", "hyperband"),
-}
-DEFAULT_SAMPLER = {"optuna": "tpe", "keras-tuner": "bayesian"}
-PRUNERS = ("none", "median", "hyperband", "successive-halving")
+# Light on purpose: a mistake in a sweep file is reported before TensorFlow, MLflow or an
+# engine loads (a test checks `sys.modules`).
+PRUNERS = tuple(dict.fromkeys(p for e in engines.ENGINES.values() for p in e.pruners))
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
 PRECISIONS = ("float32", "mixed_bfloat16")
-TOP_KEYS = ("dataset", "data", "engine", "sampler", "pruner", "objective", "budget", "seed",
-            "study", "precision", "baseline_first", "families")
+TOP_KEYS = (
+    "dataset",
+    "data",
+    "engine",
+    "sampler",
+    "pruner",
+    "objective",
+    "budget",
+    "seed",
+    "study",
+    "precision",
+    "baseline_first",
+    "families",
+)
 
 
 @dataclass
@@ -51,14 +61,16 @@ class SweepSpec:
     limit: int | None = None
     text: str = field(default="", repr=False)
 
-    def with_overrides(self, **overrides) -> "SweepSpec":
-        """CLI options win over the file; an engine switch keeps a sampler it knows."""
+    def with_overrides(self, **overrides: Any) -> SweepSpec:
+        """CLI options win over the file; an engine switch keeps a sampler and a pruner it
+        knows, else takes its defaults."""
         chosen = {k: v for k, v in overrides.items() if v is not None}
         spec = dataclasses.replace(self, **chosen)
-        if spec.sampler not in ENGINES[spec.engine]:
-            spec = dataclasses.replace(spec, sampler=DEFAULT_SAMPLER[spec.engine])
-        if spec.engine == "keras-tuner" and spec.pruner != "none":
-            spec = dataclasses.replace(spec, pruner="none")
+        engine = engines.registered(spec.engine)
+        if spec.sampler not in engine.samplers:
+            spec = dataclasses.replace(spec, sampler=engine.default_sampler)
+        if spec.pruner not in engine.pruners:
+            spec = dataclasses.replace(spec, pruner=engine.pruners[0])
         return spec
 
     def reached(self, value: float) -> bool:
@@ -81,7 +93,7 @@ def load(path: str | Path) -> SweepSpec:
         raise ConfigError(path, ["expected a mapping of fields (dataset, families, ...)"])
     problems: list[str] = []
     spec = _build(raw, path, problems)
-    if problems:
+    if problems or spec is None:
         raise ConfigError(path, problems)
     spec.text = text
     return spec
@@ -100,12 +112,24 @@ def _build(raw, path, problems) -> SweepSpec | None:
     elif not (dataset in data.NAMED or dataset.startswith(data.SOURCE_PREFIXES)):
         problem("dataset", f"one of {', '.join(data.known_names())}", dataset)
 
-    engine = _one_of(raw, "engine", tuple(ENGINES), "optuna", problem)
-    sampler = _one_of(raw, "sampler", ENGINES.get(engine, ()), DEFAULT_SAMPLER.get(engine),
-                      problem, f"a sampler of {engine}")
+    engine = _one_of(raw, "engine", tuple(engines.ENGINES), "optuna", problem)
+    registered = engines.ENGINES.get(engine)
+    sampler = _one_of(
+        raw,
+        "sampler",
+        registered.samplers if registered else (),
+        registered.default_sampler if registered else None,
+        problem,
+        f"a sampler of {engine}",
+    )
     pruner = _one_of(raw, "pruner", PRUNERS, "none", problem)
-    if engine == "keras-tuner" and pruner not in ("none", None):
-        problem("pruner", "none with keras-tuner (its hyperband sampler prunes)", pruner)
+    if registered and pruner in PRUNERS and pruner not in registered.pruners:
+        problem(
+            "pruner",
+            f"{' or '.join(registered.pruners)} with {engine} (it prunes on its "
+            "own terms: see its samplers)",
+            pruner,
+        )
     precision = _one_of(raw, "precision", PRECISIONS, "float32", problem)
 
     objective = _mapping(raw, "objective", problem)
@@ -137,54 +161,78 @@ def _build(raw, path, problems) -> SweepSpec | None:
     if not isinstance(val_fraction, float) or not 0 < val_fraction < 1:
         problem("data.validation_split", "a fraction between 0 and 1", val_fraction)
     image_size = options.get("image_size", list(data.DEFAULT_IMAGE_SIZE))
-    if not (isinstance(image_size, list) and len(image_size) == 2
-            and all(isinstance(s, int) and s >= 8 for s in image_size)):
+    if not (
+        isinstance(image_size, list)
+        and len(image_size) == 2
+        and all(isinstance(s, int) and s >= 8 for s in image_size)
+    ):
         problem("data.image_size", "[height, width] in pixels, each at least 8", image_size)
     limit = _positive(options, "limit", None, int, problem, "data.")
     _unknown(options, ("validation_split", "image_size", "limit"), "data", problem)
 
     search = _families(raw.get("families"), problem)
     if sampler == "grid" and search and (len(search) != 1 or space.grid(search) is None):
-        problem("sampler", "grid on one family whose parameters are choices or stepped "
-                "ranges", sampler)
+        problem(
+            "sampler", "grid on one family whose parameters are choices or stepped ranges", sampler
+        )
     if problems:
         return None
     return SweepSpec(
-        path=str(path), dataset=dataset, families=search, engine=engine, sampler=sampler,
-        pruner=pruner, metric=metric, direction=direction, trials=trials,
-        timeout_minutes=timeout, max_epochs=max_epochs, seed=seed,
-        target=None if target is None else float(target), baseline_first=baseline_first,
-        study=str(raw.get("study") or Path(path).stem), precision=precision,
-        val_fraction=val_fraction, image_size=tuple(image_size), limit=limit)
+        path=str(path),
+        dataset=dataset,
+        families=search,
+        engine=engine,
+        sampler=sampler,
+        pruner=pruner,
+        metric=metric,
+        direction=direction,
+        trials=trials,
+        timeout_minutes=timeout,
+        max_epochs=max_epochs,
+        seed=seed,
+        target=None if target is None else float(target),
+        baseline_first=baseline_first,
+        study=str(raw.get("study") or Path(path).stem),
+        precision=precision,
+        val_fraction=val_fraction,
+        image_size=tuple(image_size),
+        limit=limit,
+    )
 
 
-def target_problem(metric: str, target) -> str | None:
+def target_problem(metric: str, target: object) -> str | None:
     """What a target for `metric` must be, when `target` is not that (None: no target)."""
     if target is None:
         return None
-    if (not isinstance(target, (int, float)) or isinstance(target, bool)
-            or (metric == "val_accuracy" and not 0 < target <= 1)):
+    if (
+        not isinstance(target, (int, float))
+        or isinstance(target, bool)
+        or (metric == "val_accuracy" and not 0 < target <= 1)
+    ):
         return f"a value of {metric} to stop at" + (
-            " (between 0 and 1; 0.985 for 98.5%)" if metric == "val_accuracy" else "")
+            " (between 0 and 1; 0.985 for 98.5%)" if metric == "val_accuracy" else ""
+        )
     return None
 
 
 def _families(raw, problem) -> space.SearchSpace:
+    names = schema.family_names()
     if not isinstance(raw, dict) or not raw:
-        problem("families", f"a mapping of family -> parameters (families: "
-                f"{', '.join(families.FAMILIES)})", raw)
+        problem(
+            "families", f"a mapping of family -> parameters (families: {', '.join(names)})", raw
+        )
         return {}
     parsed: space.SearchSpace = {}
     for family, params in raw.items():
-        if family not in families.FAMILIES:
-            problem(f"families.{family}", f"one of {', '.join(families.FAMILIES)}", family)
+        if family not in names:
+            problem(f"families.{family}", f"one of {', '.join(names)}", family)
             continue
         if params is None:
             params = {}
         if not isinstance(params, dict):
             problem(f"families.{family}", "a mapping of parameter -> range", params)
             continue
-        known = train.defaults(family)
+        known = schema.params_of(family)
         parsed[family] = {}
         for name, entry in params.items():
             field_path = f"families.{family}.{name}"
@@ -192,27 +240,26 @@ def _families(raw, problem) -> space.SearchSpace:
                 problem(field_path, f"a parameter of {family}: {', '.join(known)}", name)
                 continue
             param, expected = space.parse(entry)
-            expected = expected or _type_mismatch(param, known[name])
-            if expected:
+            if param is not None:
+                expected = expected or _disallowed(param, known[name])
+            if expected or param is None:
                 problem(field_path, expected, entry)
             else:
                 parsed[family][name] = param
     return parsed
 
 
-def _type_mismatch(param, default) -> str | None:
-    """Values must have the default's type: an int parameter takes no 0.5, a name no 3."""
-    values = {space.Int: lambda p: [p.low], space.Float: lambda p: [p.low],
-              space.Choice: lambda p: list(p.values), space.Fixed: lambda p: [p.value]}
-    kind = (int if isinstance(default, int) and not isinstance(default, bool)
-            else float if isinstance(default, float) else type(default))
-    ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}.get(
-        kind, lambda v: isinstance(v, kind))
-    if isinstance(param, space.Float) and kind is int:
+def _disallowed(param: space.Param, rule: schema.Param) -> str | None:
+    """What the schema allows, when a fixed value, a choice or a range's ends break it."""
+    if isinstance(param, space.Float) and rule.type is int:
         return "an int range or choice (this parameter is an integer)"
-    if not all(ok(v) for v in values[type(param)](param)):
-        return f"values of type {kind.__name__}"
+    for value in space.extremes(param):
+        if expected := rule.problem(value):
+            return (
+                expected
+                if isinstance(param, space.Fixed)
+                else (f"{expected} for every value ({value!r} is not)")
+            )
     return None
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import functools
 import gzip
+import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,34 +28,83 @@ IDX_FILES = (
 )
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 DEFAULT_IMAGE_SIZE = (128, 128)
+log = logging.getLogger(__name__)
+
+
+Splits = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
 class NamedDataset:
-    """One of Keras' built-in datasets, with its offline layout."""
+    """One named dataset: how Keras downloads it and how its offline copy is laid out.
 
+    `read(folder)` reads `files` from `DATA_DIR/name/` into ((x_train, y_train), (x_test,
+    y_test)); `keras_loader` names the `keras.datasets` module that downloads it instead."""
+
+    name: str
     shape: tuple[int, int, int]
     class_names: tuple[str, ...]
     files: tuple[str, ...]
+    read: Callable[[Path], Splits]
     keras_loader: str
 
 
+def read_idx_dir(folder: Path) -> Splits:
+    """MNIST's layout: four gzipped IDX files, training then test, images then labels."""
+    images, labels, test_images, test_labels = (read_idx(folder / f) for f in IDX_FILES)
+    return (images, labels), (test_images, test_labels)
+
+
+def read_npz(folder: Path) -> Splits:
+    """One `NAME.npz` with x_train, y_train, x_test and y_test arrays."""
+    with np.load(folder / f"{folder.name}.npz") as f:
+        return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+
+
+# The registry: adding a named dataset is one entry here.
 NAMED = {
-    "mnist": NamedDataset((28, 28, 1), tuple("0123456789"), IDX_FILES, "mnist"),
-    "fashion_mnist": NamedDataset(
-        (28, 28, 1),
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        IDX_FILES,
-        "fashion_mnist",
-    ),
-    "cifar10": NamedDataset(
-        (32, 32, 3),
-        ("airplane", "automobile", "bird", "cat", "deer",
-         "dog", "frog", "horse", "ship", "truck"),
-        ("cifar10.npz",),
-        "cifar10",
-    ),
+    d.name: d
+    for d in [
+        NamedDataset("mnist", (28, 28, 1), tuple("0123456789"), IDX_FILES, read_idx_dir, "mnist"),
+        NamedDataset(
+            "fashion_mnist",
+            (28, 28, 1),
+            (
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ),
+            IDX_FILES,
+            read_idx_dir,
+            "fashion_mnist",
+        ),
+        NamedDataset(
+            "cifar10",
+            (32, 32, 3),
+            (
+                "airplane",
+                "automobile",
+                "bird",
+                "cat",
+                "deer",
+                "dog",
+                "frog",
+                "horse",
+                "ship",
+                "truck",
+            ),
+            ("cifar10.npz",),
+            read_npz,
+            "cifar10",
+        ),
+    ]
 }
 SOURCE_PREFIXES = ("folder:", "csv:")
 
@@ -83,8 +134,11 @@ class Dataset:
 
     @property
     def sizes(self) -> dict[str, int]:
-        return {"train_size": len(self.y_train), "val_size": len(self.y_val),
-                "test_size": len(self.y_test)}
+        return {
+            "train_size": len(self.y_train),
+            "val_size": len(self.y_val),
+            "test_size": len(self.y_test),
+        }
 
 
 def known_names() -> list[str]:
@@ -122,8 +176,9 @@ def load(
     """Loads a dataset once per process; later calls with the same arguments reuse it."""
     check_name(name)
     folder = resolve_data_dir(data_dir)
-    return _load_cached(name, str(folder) if folder else None, limit, val_fraction, seed,
-                        tuple(image_size))
+    return _load_cached(
+        name, str(folder) if folder else None, limit, val_fraction, seed, tuple(image_size)
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -133,30 +188,47 @@ def _load_cached(name, data_dir, limit, val_fraction, seed, image_size) -> Datas
         class_names, skipped = NAMED[name].class_names, 0
     else:
         x_train, y_train, x_test, y_test, class_names, skipped = _load_images(
-            name, image_size, seed)
+            name, image_size, seed
+        )
     if limit:
         x_train, y_train = x_train[:limit], y_train[:limit]
     x_train, y_train, x_val, y_val = _hold_out(x_train, y_train, val_fraction, seed)
-    options = {"data_source": name, "data_limit": limit, "validation_split": val_fraction,
-               "data_seed": seed}
+    options = {
+        "data_source": name,
+        "data_limit": limit,
+        "validation_split": val_fraction,
+        "data_seed": seed,
+    }
     if name not in NAMED:
         options["image_size"] = list(image_size)
-    return Dataset(display_name(name), x_train, y_train, x_val, y_val, x_test, y_test,
-                   tuple(class_names), skipped, options)
+    return Dataset(
+        display_name(name),
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        x_test,
+        y_test,
+        tuple(class_names),
+        skipped,
+        options,
+    )
 
 
 def _hold_out(x, y, fraction, seed):
     """Seeded validation split from the training data; the test set stays untouched."""
     n_val = max(1, int(round(len(y) * fraction)))
     if n_val >= len(y):
-        raise DataError(f"Too few training images ({len(y)}) to hold out {fraction:.0%} "
-                        "for validation")
+        raise DataError(
+            f"Too few training images ({len(y)}) to hold out {fraction:.0%} for validation"
+        )
     order = np.random.default_rng(seed).permutation(len(y))
     val, train = order[:n_val], np.sort(order[n_val:])
     return x[train], y[train], x[val], y[val]
 
 
 # --- Keras' named datasets -------------------------------------------------------------
+
 
 def _load_named(name, data_dir):
     spec = NAMED[name]
@@ -165,10 +237,11 @@ def _load_named(name, data_dir):
     folder = Path(data_dir) / name
     missing = [f for f in spec.files if not (folder / f).is_file()]
     if missing:
-        raise DataError(f"{name}: missing {', '.join(str(folder / f) for f in missing)} "
-                        f"(expected {', '.join(spec.files)} in {folder})")
-    reader = _read_npz if spec.files == ("cifar10.npz",) else _read_idx_dir
-    return _with_channels(reader(folder), spec.shape)
+        raise DataError(
+            f"{name}: missing {', '.join(str(folder / f) for f in missing)} "
+            f"(expected {', '.join(spec.files)} in {folder})"
+        )
+    return _with_channels(spec.read(folder), spec.shape)
 
 
 def _keras_download(loader_name):
@@ -184,30 +257,23 @@ def _with_channels(splits, shape):
     return (reshape(x_train), flat(y_train)), (reshape(x_test), flat(y_test))
 
 
-def _read_idx_dir(folder):
-    read = lambda f: read_idx(folder / f)  # noqa: E731
-    return ((read(IDX_FILES[0]), read(IDX_FILES[1])), (read(IDX_FILES[2]), read(IDX_FILES[3])))
-
-
 def read_idx(path: Path) -> np.ndarray:
     """Reads a gzipped IDX file: big-endian magic, one int32 per dimension, then uint8."""
     with gzip.open(path, "rb") as f:
         raw = f.read()
     magic = int.from_bytes(raw[:4], "big")
     if magic not in (2049, 2051):
-        raise DataError(f"{path}: not an IDX file of uint8 (magic {magic}, expected 2049 "
-                        "for labels or 2051 for images)")
+        raise DataError(
+            f"{path}: not an IDX file of uint8 (magic {magic}, expected 2049 "
+            "for labels or 2051 for images)"
+        )
     n_dims = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(n_dims)]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(n_dims)]
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * n_dims).reshape(dims)
 
 
-def _read_npz(folder):
-    with np.load(folder / "cifar10.npz") as f:
-        return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
-
-
 # --- Image folders and CSV files ---------------------------------------------------------
+
 
 def _load_images(name, image_size, seed):
     kind, path = name.split(":", 1)
@@ -235,7 +301,15 @@ def _load_images(name, image_size, seed):
     x_test, y_test, skipped_test = _read_images(test_files, test_labels, image_size)
     if len(y_train) == 0:
         raise DataError(f"{name}: no readable training images under {root}")
-    return x_train, y_train, x_test, y_test, class_names, skipped_train + skipped_test
+    skipped = skipped_train + skipped_test
+    if skipped:
+        log.warning(
+            "%s: skipped %d unreadable image(s) of %d",
+            name,
+            skipped,
+            len(train_files) + len(test_files),
+        )
+    return x_train, y_train, x_test, y_test, class_names, skipped
 
 
 def _train_test_dirs(root):
@@ -249,8 +323,10 @@ def _train_test_dirs(root):
 def _class_dirs(folder, name):
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if len(classes) < 2:
-        raise DataError(f"{name}: expected one subfolder per class (at least 2) in {folder}, "
-                        f"found {len(classes)}")
+        raise DataError(
+            f"{name}: expected one subfolder per class (at least 2) in {folder}, "
+            f"found {len(classes)}"
+        )
     return classes
 
 
@@ -274,8 +350,10 @@ def _read_label_csv(csv_path):
         rows = rows[1:]
     bad = [i for i, r in enumerate(rows, 1) if len(r) < 2]
     if bad or not rows:
-        raise DataError(f"csv:{csv_path}: expected rows of filename,label; "
-                        f"{'empty file' if not rows else f'row {bad[0]} has fewer than 2 columns'}")
+        raise DataError(
+            f"csv:{csv_path}: expected rows of filename,label; "
+            f"{'empty file' if not rows else f'row {bad[0]} has fewer than 2 columns'}"
+        )
     class_names = sorted({r[1].strip() for r in rows})
     index = {c: i for i, c in enumerate(class_names)}
     files = [csv_path.parent / r[0].strip() for r in rows]
@@ -302,6 +380,5 @@ def _read_images(files, labels, image_size):
             kept.append(label)
         except (OSError, ValueError):
             continue
-    x = np.stack(images).astype(np.uint8) if images else np.zeros((0, height, width, 3),
-                                                                   np.uint8)
+    x = np.stack(images).astype(np.uint8) if images else np.zeros((0, height, width, 3), np.uint8)
     return x, np.asarray(kept, dtype=np.int64), len(files) - len(kept)

@@ -12,7 +12,7 @@ class DataError(SweeperError):
 class ConfigError(SweeperError):
     """A sweep file breaks one or more rules; every problem is listed at once."""
 
-    def __init__(self, path, problems):
+    def __init__(self, path: object, problems: list[str]):
         self.path = str(path)
         self.problems = list(problems)
         lines = "\n".join(f"  {p}" for p in self.problems)

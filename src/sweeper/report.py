@@ -8,19 +8,27 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
-from sweeper import baselines
+from sweeper import baselines, tracking
 from sweeper.errors import SweeperError
+from sweeper.plots import pyplot
 from sweeper.results import Selection, documented, finished_runs, measured_baseline, score
-from sweeper.tracking import pyplot, search_all_runs
+from sweeper.tracking import names
 
-COLUMNS = ("family", "row", "run", "test accuracy", "parameters", "epochs", "wall time (s)",
-           "images/s")
+COLUMNS = (
+    "family",
+    "row",
+    "run",
+    "test accuracy",
+    "parameters",
+    "epochs",
+    "wall time (s)",
+    "images/s",
+)
 
 
-def build(dataset: str, out: str | Path) -> tuple[str, Path]:
-    """Writes report.md and the plots to `out`; returns the table and the folder."""
+def build(dataset: str, out: str | Path, storage: str | None = None) -> tuple[str, Path]:
+    """Writes report.md and the plots to `out`; returns the table and the folder.
+    `storage` is the engines' store (Optuna's URL; default the local one)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     trials = finished_runs(Selection(dataset=dataset), kinds=("trial",))
@@ -30,14 +38,14 @@ def build(dataset: str, out: str | Path) -> tuple[str, Path]:
     (out / "report.md").write_text(f"# Sweeps on {dataset}\n\n{table}\n")
     _plot_best_so_far(trials, out / "best_so_far.png")
     _plot_top_curves(trials[:5], out / "top_curves.png")
-    _plot_importances(trials, out / "importances.png")
+    _plot_importances(trials, storage, out / "importances.png")
     parent = _newest_parent(dataset)
     if parent:
-        MlflowClient().log_artifacts(parent, str(out), "report")
+        tracking.log_folder(parent, out, "report")
     return table, out
 
 
-def table_rows(trials, dataset) -> list[list[str]]:
+def table_rows(trials: list, dataset: str) -> list[list[str]]:
     rows = []
     for family in dict.fromkeys(r.data.params["family"] for r in trials):
         best = next(r for r in trials if r.data.params["family"] == family)
@@ -48,16 +56,32 @@ def table_rows(trials, dataset) -> list[list[str]]:
         measured = measured_baseline(recipe.name, dataset)
         if measured:
             rows.append(_run_row(family, f"baseline {recipe.name} (measured)", measured))
-        in_sweep = next((r for r in trials if r.data.params["family"] == family
-                         and r.data.tags.get("baseline") == "yes"), None)
+        in_sweep = next(
+            (
+                r
+                for r in trials
+                if r.data.params["family"] == family and r.data.tags.get(names.BASELINE) == "yes"
+            ),
+            None,
+        )
         if in_sweep:
             rows.append(_run_row(family, f"baseline {recipe.name} (first trial)", in_sweep))
-        rows.append([family, f"baseline {recipe.name} (documented)", "",
-                     documented(recipe, dataset), "", "", "", ""])
+        rows.append(
+            [
+                family,
+                f"baseline {recipe.name} (documented)",
+                "",
+                documented(recipe, dataset),
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
     return rows
 
 
-def markdown_table(rows) -> str:
+def markdown_table(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -65,10 +89,16 @@ def markdown_table(rows) -> str:
 
 def _run_row(family, label, run):
     m = run.data.metrics
-    return [family, label, f"{run.info.run_name} ({run.info.run_id[:8]})",
-            f"{m.get('test_accuracy', math.nan):.4f}", f"{int(m.get('params_count', 0)):,}",
-            f"{int(m.get('epochs', 0))}", f"{m.get('train_seconds', math.nan):.0f}",
-            f"{m.get('images_per_second', math.nan):.0f}"]
+    return [
+        family,
+        label,
+        f"{run.info.run_name} ({run.info.run_id[:8]})",
+        f"{m.get('test_accuracy', math.nan):.4f}",
+        f"{int(m.get('params_count', 0)):,}",
+        f"{int(m.get('epochs', 0))}",
+        f"{m.get('train_seconds', math.nan):.0f}",
+        f"{m.get('images_per_second', math.nan):.0f}",
+    ]
 
 
 def _plot_best_so_far(trials, path):
@@ -83,7 +113,7 @@ def _plot_best_so_far(trials, path):
         for r in runs:
             best = max(best, score(r))
             values.append(best)
-        numbers = [int(r.data.tags.get("trial_number", i)) for i, r in enumerate(runs)]
+        numbers = [int(r.data.tags.get(names.TRIAL_NUMBER, i)) for i, r in enumerate(runs)]
         minutes = [((r.info.end_time or r.info.start_time) - start) / 60000 for r in runs]
         by_trial.step(numbers, values, where="post", marker="o", label=family)
         by_time.step(minutes, values, where="post", marker="o", label=family)
@@ -97,12 +127,10 @@ def _plot_best_so_far(trials, path):
 
 def _plot_top_curves(runs, path):
     plt = pyplot()
-    client = MlflowClient()
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in runs:
-        history = client.get_metric_history(r.info.run_id, "val_accuracy")
-        ax.plot([m.step for m in history], [m.value for m in history], marker="o",
-                label=r.info.run_name)
+        steps, values = zip(*tracking.metric_history(r.info.run_id, "val_accuracy"))
+        ax.plot(steps, values, marker="o", label=r.info.run_name)
     ax.set(xlabel="epoch", ylabel="val_accuracy", title="top runs")
     ax.legend()
     fig.tight_layout()
@@ -110,34 +138,20 @@ def _plot_top_curves(runs, path):
     plt.close(fig)
 
 
-def _plot_importances(trials, path):
-    """Optuna's parameter importances per family, for the studies these trials came from."""
-    import optuna
+def _plot_importances(trials: list, storage: str | None, path: Path) -> None:
+    """Each engine's parameter importances per family, for the studies these trials came
+    from (where the engine has them: Optuna does, in whatever storage it used)."""
+    from sweeper import engines
 
-    from sweeper.engines.optuna_engine import DEFAULT_STORAGE, make_storage
-
-    studies = {r.data.tags.get("study") for r in trials if r.data.tags.get("engine") == "optuna"}
-    if not studies or not DEFAULT_STORAGE.exists():
-        return
-    plt = pyplot()
+    studies = {(r.data.tags.get(names.ENGINE), r.data.tags.get(names.STUDY)) for r in trials}
     panels = []
-    storage = make_storage(None)
-    for name in sorted(s for s in studies if s):
-        try:
-            study = optuna.load_study(study_name=name, storage=storage)
-        except KeyError:
-            continue
-        for family in {t.params.get("family") for t in study.trials if t.params}:
-            params = sorted({p for t in study.trials for p in t.params
-                             if p.startswith(f"{family}.")})
-            done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
-                    and all(p in t.params for p in params)]
-            if len(done) < 3 or not params:
-                continue
-            panels.append((f"{name}: {family}", optuna.importance.get_param_importances(
-                study, params=params)))
+    for engine, study in sorted(s for s in studies if all(s)):
+        if engine in engines.ENGINES:
+            found = engines.get(engine).importances(study, storage)
+            panels += [(f"{study}: {family}", values) for family, values in found.items()]
     if not panels:
         return
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     for ax, (title, importances) in zip(axes[0], panels):
         ax.barh(list(importances)[::-1], list(importances.values())[::-1])
@@ -147,7 +161,8 @@ def _plot_importances(trials, path):
     plt.close(fig)
 
 
-def _newest_parent(dataset):
-    runs = search_all_runs(f"tags.kind = 'sweep' and tags.dataset = '{dataset}'",
-                           order_by=["attributes.start_time DESC"], max_results=1)
+def _newest_parent(dataset: str) -> str | None:
+    runs = tracking.search_runs(
+        {names.KIND: names.KIND_SWEEP, names.DATASET: dataset}, newest_first=True, max_results=1
+    )
     return runs[0].info.run_id if runs else None

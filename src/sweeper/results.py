@@ -10,12 +10,13 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import mlflow
 import numpy as np
 
-from sweeper import baselines, tracking, train
+from sweeper import baselines, schema, tracking
 from sweeper.errors import SweeperError
+from sweeper.tracking import names
 
 METADATA = "sweeper.json"
 SELECTION_METRICS = ("val_accuracy", "test_accuracy")
@@ -30,105 +31,124 @@ class Selection:
     metric: str = "val_accuracy"
 
 
-def finished_runs(selection: Selection, kinds=("trial", "baseline")) -> list:
+def finished_runs(
+    selection: Selection, kinds: tuple[str, ...] = (names.KIND_TRIAL, names.KIND_BASELINE)
+) -> list:
     """Completed trial (and baseline) runs matching the selection, best first."""
     if selection.metric not in SELECTION_METRICS:
-        raise SweeperError(f"--metric must be one of {', '.join(SELECTION_METRICS)}. "
-                           f"Received: {selection.metric}")
-    filters = ["attributes.status = 'FINISHED'", "tags.state = 'complete'"]
-    if selection.sweep:
-        filters.append(f"tags.study = '{selection.sweep}'")
-    if selection.parent:
-        filters.append(f"tags.`mlflow.parentRunId` = '{selection.parent}'")
-    if selection.family:
-        filters.append(f"tags.family = '{selection.family}'")
-    if selection.dataset:
-        filters.append(f"tags.dataset = '{selection.dataset}'")
-    runs = tracking.search_all_runs(" and ".join(filters), max_results=5000)
-    runs = [r for r in runs if r.data.tags.get("kind") in kinds]
+        raise SweeperError(
+            f"--metric must be one of {', '.join(SELECTION_METRICS)}. Received: {selection.metric}"
+        )
+    runs = tracking.search_runs(
+        {
+            names.STATE: names.COMPLETE,
+            names.STUDY: selection.sweep,
+            names.PARENT: selection.parent,
+            names.FAMILY: selection.family,
+            names.DATASET: selection.dataset,
+        },
+        status=names.RUN_STATUS[names.COMPLETE],
+    )
+    runs = [r for r in runs if r.data.tags.get(names.KIND) in kinds]
     return sorted(runs, key=lambda r: score(r, selection.metric), reverse=True)
 
 
-def score(run, metric: str = "val_accuracy") -> float:
+def score(run: Any, metric: str = "val_accuracy") -> float:
     """Validation accuracy: the best epoch's (runs before that metric existed: the last's)."""
     m = run.data.metrics
     if metric == "val_accuracy":
-        return m.get("best_val_accuracy", m.get("val_accuracy", -1.0))
+        return m.get(names.BEST_VAL_ACCURACY, m.get("val_accuracy", -1.0))
     return m.get(metric, -1.0)
 
 
-def documented(recipe, dataset: str | None) -> str:
+def documented(recipe: baselines.Baseline, dataset: str | None) -> str:
     """The recipe's documented accuracy, where it was documented on this dataset."""
     if recipe.dataset not in (None, dataset):
         return f"n/a (documented on {recipe.dataset})"
     return f"{recipe.documented_accuracy:.4f}" if recipe.documented_accuracy else "not printed"
 
 
-def best_run(selection: Selection):
+def best_run(selection: Selection) -> Any:
     runs = finished_runs(selection)
     if not runs:
-        described = ", ".join(f"{k}={v}" for k, v in vars(selection).items()
-                              if v and k != "metric") or "any dataset"
-        raise SweeperError(f"No finished run matches ({described}); run a sweep or a "
-                           "baseline first")
+        described = (
+            ", ".join(f"{k}={v}" for k, v in vars(selection).items() if v and k != "metric")
+            or "any dataset"
+        )
+        raise SweeperError(
+            f"No finished run matches ({described}); run a sweep or a baseline first"
+        )
     return runs[0]
 
 
-def describe(run) -> str:
+def describe(run: Any) -> str:
     """The best run, with its family's documented and measured baseline beside it."""
     p, m = run.data.params, run.data.metrics
     family, dataset = p.get("family", "?"), p.get("data_source", p.get("dataset"))
     lines = [
         f"best run  {run.info.run_id}  ({run.info.run_name})",
         f"family    {family} on {p.get('dataset')}",
-        f"accuracy  validation {score(run):.4f}, "
-        f"test {m.get('test_accuracy', float('nan')):.4f}",
-        "params    " + ", ".join(f"{k}={v}" for k, v in sorted(p.items())
-                                  if k in train.defaults(family)),
+        f"accuracy  validation {score(run):.4f}, test {m.get('test_accuracy', float('nan')):.4f}",
+        "params    "
+        + ", ".join(
+            f"{k}={v}"
+            for k, v in sorted(p.items())
+            if family in schema.FAMILIES and k in schema.params_of(family)
+        ),
     ]
     recipe = baselines.for_family(family, dataset)
     if recipe:
         measured = measured_baseline(recipe.name, p.get("dataset"))
-        seen = (f"{measured.data.metrics['test_accuracy']:.4f} (run {measured.info.run_id})"
-                if measured else "not run yet (sweeper baseline " + recipe.name + ")")
-        lines.append(f"baseline  {recipe.name}: documented {documented(recipe, dataset)}, "
-                     f"measured {seen}")
+        seen = (
+            f"{measured.data.metrics['test_accuracy']:.4f} (run {measured.info.run_id})"
+            if measured
+            else "not run yet (sweeper baseline " + recipe.name + ")"
+        )
+        lines.append(
+            f"baseline  {recipe.name}: documented {documented(recipe, dataset)}, measured {seen}"
+        )
     return "\n".join(lines)
 
 
-def measured_baseline(recipe: str, dataset: str | None):
+def measured_baseline(recipe: str, dataset: str | None) -> Any:
     """The newest completed baseline run of `recipe` (on `dataset`), if any."""
-    query = f"tags.kind = 'baseline' and tags.baseline = '{recipe}' and tags.state = 'complete'"
-    if dataset:
-        query += f" and tags.dataset = '{dataset}'"
-    runs = tracking.search_all_runs(query, order_by=["attributes.start_time DESC"],
-                                    max_results=1)
+    runs = tracking.search_runs(
+        {
+            names.KIND: names.KIND_BASELINE,
+            names.BASELINE: recipe,
+            names.STATE: names.COMPLETE,
+            names.DATASET: dataset,
+        },
+        newest_first=True,
+        max_results=1,
+    )
     return runs[0] if runs else None
 
 
-def export(run, path: str | Path) -> Path:
+def export(run: Any, path: str | Path) -> Path:
     """Writes the run's model as `.keras`, with its class names inside."""
     path = Path(path)
     if path.suffix != ".keras":
         raise SweeperError(f"--export expects a path ending in .keras. Received: {path}")
-    uri = tracking.model_uri(run.info.run_id)
-    if uri is None:
+    logged = tracking.load_model(run.info.run_id)
+    if logged is None:
         raise SweeperError(f"Run {run.info.run_id} logged no model")
-    model = mlflow.keras.load_model(uri)
-    class_names = mlflow.artifacts.load_dict(
-        f"runs:/{run.info.run_id}/class_names.json")["class_names"]
+    model, class_names = logged
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
-    metadata = {"class_names": class_names, "run_id": run.info.run_id,
-                "family": run.data.params.get("family"),
-                "dataset": run.data.params.get("dataset"),
-                "test_accuracy": run.data.metrics.get("test_accuracy")}
+    metadata = {
+        "class_names": class_names,
+        "run_id": run.info.run_id,
+        "family": run.data.params.get("family"),
+        "dataset": run.data.params.get("dataset"),
+        "test_accuracy": run.data.metrics.get(names.TEST_ACCURACY),
+    }
     with zipfile.ZipFile(path, "a") as archive:
         archive.writestr(METADATA, json.dumps(metadata, indent=2))
     return path
 
 
-def read_metadata(path: str | Path) -> dict:
+def read_metadata(path: str | Path) -> dict[str, Any]:
     with zipfile.ZipFile(path) as archive:
         if METADATA not in archive.namelist():
             return {}
@@ -149,55 +169,55 @@ def predict(model_path: str | Path, images: list[str]) -> list[tuple[str, str, f
     for image in images:
         try:
             with Image.open(image) as img:
-                img = img.convert("L" if channels == 1 else "RGB").resize((width, height))
-                batch.append(np.asarray(img, dtype=np.uint8).reshape(height, width, channels))
+                pixels = img.convert("L" if channels == 1 else "RGB").resize((width, height))
+            batch.append(np.asarray(pixels, dtype=np.uint8).reshape(height, width, channels))
         except (OSError, ValueError) as error:
             raise SweeperError(f"Cannot read image {image}: {error}") from None
     probs = model.predict(np.stack(batch), verbose=0)
     best = probs.argmax(axis=1)
-    return [(image, names[i] if names else str(i), float(probs[row, i]))
-            for row, (image, i) in enumerate(zip(images, best))]
+    return [
+        (image, names[i] if names else str(i), float(probs[row, i]))
+        for row, (image, i) in enumerate(zip(images, best))
+    ]
 
 
-def rerun(run_id: str, data_dir=None) -> tuple:
+def rerun(run_id: str, data_dir: str | None = None) -> tuple:
     """Trains a logged run again from its params and seed, as a new run tagged rerun_of."""
     from sweeper import data, runner
 
-    try:
-        original = mlflow.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        raise SweeperError(f"No run {run_id} in {mlflow.get_tracking_uri()}") from None
+    original = tracking.get_run(run_id)
+    if original is None:
+        raise SweeperError(f"No run {run_id} in {tracking.tracking_uri()}")
     p = original.data.params
-    if "family" not in p:
+    if p.get("family") not in schema.FAMILIES:
         raise SweeperError(f"Run {run_id} is not a sweeper trial (it has no family param)")
     family = p["family"]
-    params = {k: _typed(p[k], default) for k, default in train.defaults(family).items()
-              if k in p}
-    options = {"limit": _typed(p.get("data_limit", "None"), 0),
-               "val_fraction": float(p.get("validation_split", 0.1)),
-               "seed": int(p.get("data_seed", p.get("seed", 0)))}
-    if "image_size" in p:
-        options["image_size"] = tuple(json.loads(p["image_size"]))
-    dataset = data.load(p.get("data_source", p["dataset"]), data_dir=data_dir, **options)
-    tags = {"kind": original.data.tags.get("kind", "trial"), "rerun_of": run_id}
-    for key in ("baseline", "documented_accuracy", "study", "engine"):
+    params = {k: schema.from_text(family, k, p[k]) for k in schema.params_of(family) if k in p}
+    image_size = tuple(json.loads(p["image_size"])) if "image_size" in p else None
+    dataset = data.load(
+        p.get("data_source", p["dataset"]),
+        data_dir=data_dir,
+        limit=None if p.get("data_limit", "None") == "None" else int(p["data_limit"]),
+        val_fraction=float(p.get("validation_split", 0.1)),
+        seed=int(p.get("data_seed", p.get("seed", 0))),
+        **({"image_size": image_size} if image_size else {}),
+    )
+    tags = {
+        names.KIND: original.data.tags.get(names.KIND, names.KIND_TRIAL),
+        names.RERUN_OF: run_id,
+    }
+    for key in (names.BASELINE, names.DOCUMENTED_ACCURACY, names.STUDY, names.ENGINE):
         if key in original.data.tags:
             tags[key] = original.data.tags[key]
     result, run = runner.tracked_trial(
-        family, params, dataset, experiment=original.info.experiment_id,
-        run_name=f"{original.info.run_name} (rerun)", epochs=int(p["max_epochs"]),
-        seed=int(p["seed"]), tags=tags, precision=p.get("precision", "float32"))
+        family,
+        params,
+        dataset,
+        experiment=original.info.experiment_id,
+        run_name=f"{original.info.run_name} (rerun)",
+        epochs=int(p["max_epochs"]),
+        seed=int(p["seed"]),
+        tags=tags,
+        precision=p.get("precision", "float32"),
+    )
     return original, result, run
-
-
-def _typed(text: str, default):
-    """Params come back from MLflow as strings; the family's default says the type."""
-    if text == "None":
-        return None
-    if isinstance(default, bool):
-        return text == "True"
-    if isinstance(default, int):
-        return int(text)
-    if isinstance(default, float):
-        return float(text)
-    return text

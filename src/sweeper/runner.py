@@ -6,17 +6,25 @@ same params, curves and artifacts whichever path started it.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+from collections.abc import Callable
+from typing import TextIO
 
 import keras
 
-from sweeper import tracking
+from sweeper import schema, tracking
 from sweeper.data import Dataset
-from sweeper.train import TrialResult, defaults, train
+from sweeper.tracking import names
+from sweeper.train import TrialResult, train
+
+log = logging.getLogger(__name__)
 
 
-def epoch_printer(label: str, epochs: int, metric: str = "val_accuracy", stream=None):
+def epoch_printer(
+    label: str, epochs: int, metric: str = "val_accuracy", stream: TextIO | None = None
+) -> EpochPrinter:
     """Plain lines per epoch; on a terminal, also a live batch counter."""
     stream = stream or sys.stdout
     cls = LiveEpochPrinter if stream.isatty() else EpochPrinter
@@ -27,23 +35,27 @@ class EpochPrinter(keras.callbacks.Callback):
     """One plain line per epoch, so pipes and log files read well. No batch hook: one would
     make Keras wait for every batch's logs."""
 
-    def __init__(self, label: str, epochs: int, metric: str = "val_accuracy", stream=None):
+    def __init__(
+        self, label: str, epochs: int, metric: str = "val_accuracy", stream: TextIO | None = None
+    ):
         super().__init__()
         self.label, self.epochs, self.metric = label, epochs, metric
         self.stream = stream or sys.stdout
         self._started = 0.0
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._started = time.perf_counter()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         print(self._line(epoch, logs or {}), file=self.stream, flush=True)
 
     def _line(self, epoch, logs) -> str:
         keys = dict.fromkeys(("loss", "val_loss", "val_accuracy", self.metric))
         shown = " ".join(f"{k}={logs[k]:.4f}" for k in keys if k in logs)
-        return (f"  {self.label} epoch {epoch + 1}/{self.epochs} {shown} "
-                f"({time.perf_counter() - self._started:.1f}s)")
+        return (
+            f"  {self.label} epoch {epoch + 1}/{self.epochs} {shown} "
+            f"({time.perf_counter() - self._started:.1f}s)"
+        )
 
 
 class LiveEpochPrinter(EpochPrinter):
@@ -52,18 +64,20 @@ class LiveEpochPrinter(EpochPrinter):
 
     async_safe = True
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, label: str, epochs: int, metric: str = "val_accuracy", stream: TextIO | None = None
+    ):
+        super().__init__(label, epochs, metric, stream)
         self._epoch, self._shown = 0, 0.0
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         super().on_epoch_begin(epoch, logs)
         self._epoch = epoch
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         print(f"\r{self._line(epoch, logs or {})}\033[K", file=self.stream, flush=True)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         now = time.perf_counter()
         if now - self._shown < 0.5:  # a few redraws a second at most
             return
@@ -71,8 +85,10 @@ class LiveEpochPrinter(EpochPrinter):
         steps = self.params.get("steps") or "?"
         loss = (logs or {}).get("loss")
         shown = f" loss={loss:.4f}" if loss is not None else ""
-        self.stream.write(f"\r  {self.label} epoch {self._epoch + 1}/{self.epochs} "
-                          f"batch {batch + 1}/{steps}{shown}\033[K")
+        self.stream.write(
+            f"\r  {self.label} epoch {self._epoch + 1}/{self.epochs} "
+            f"batch {batch + 1}/{steps}{shown}\033[K"
+        )
         self.stream.flush()
 
 
@@ -87,27 +103,44 @@ def tracked_trial(
     seed: int,
     tags: dict,
     parent_run_id: str | None = None,
-    should_prune=None,
+    should_prune: Callable[[int, dict], bool] | None = None,
     precision: str = "float32",
-    stop_when=None,
-    on_start=None,
-) -> tuple[TrialResult | None, tracking.TrialRun]:
+    stop_when: Callable[[dict], bool] | None = None,
+    on_start: Callable[[str], None] | None = None,
+) -> tuple[TrialResult, tracking.TrialRun]:
     """Trains one trial and logs it; a pruned trial is logged with its curves so far.
 
     `on_start(run_id)` lets an engine note which MLflow run holds its trial."""
-    full = {**defaults(family), **params}
-    logged = {**full, "family": family, "dataset": dataset.name, "seed": seed,
-              "max_epochs": epochs, "precision": precision, **dataset.sizes,
-              **dataset.options}
-    all_tags = {"family": family, "dataset": dataset.name, **tags}
+    full = schema.resolve(family, params)
+    logged = {
+        **full,
+        "family": family,
+        "dataset": dataset.name,
+        "seed": seed,
+        "max_epochs": epochs,
+        "precision": precision,
+        **dataset.sizes,
+        **dataset.options,
+    }
+    all_tags = {names.FAMILY: family, names.DATASET: dataset.name, **tags}
     with tracking.trial_run(experiment, run_name, logged, all_tags, parent_run_id) as run:
         if on_start:
             on_start(run.run_id)
-        callbacks = [tracking.EpochLogger(run.run_id), epoch_printer(run_name, epochs)]
-        result = train(family, full, dataset, epochs=epochs, seed=seed, callbacks=callbacks,
-                       should_prune=should_prune, precision=precision,
-                       stop_when=stop_when)
+        callbacks: list[keras.callbacks.Callback] = [tracking.EpochLogger(run.run_id)]
+        if log.isEnabledFor(logging.INFO):  # -q: no progress lines
+            callbacks.append(epoch_printer(run_name, epochs))
+        result = train(
+            family,
+            full,
+            dataset,
+            epochs=epochs,
+            seed=seed,
+            callbacks=callbacks,
+            should_prune=should_prune,
+            precision=precision,
+            stop_when=stop_when,
+        )
         if result.pruned:
-            run.state = "pruned"
+            run.state = names.PRUNED
         tracking.log_result(result, dataset, with_model=not result.pruned)
     return result, run

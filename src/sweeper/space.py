@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,13 @@ class Int:
     step: int = 1
     log: bool = False
 
-    def contains(self, value) -> bool:
-        return (isinstance(value, int) and not isinstance(value, bool)
-                and self.low <= value <= self.high and (value - self.low) % self.step == 0)
+    def contains(self, value: Any) -> bool:
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and self.low <= value <= self.high
+            and (value - self.low) % self.step == 0
+        )
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ class Float:
     step: float | None = None
     log: bool = False
 
-    def contains(self, value) -> bool:
+    def contains(self, value: Any) -> bool:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return False
         if not self.low - 1e-12 <= value <= self.high + 1e-12:
@@ -50,7 +54,7 @@ class Float:
 class Choice:
     values: tuple
 
-    def contains(self, value) -> bool:
+    def contains(self, value: Any) -> bool:
         return value in self.values
 
 
@@ -58,11 +62,11 @@ class Choice:
 class Fixed:
     value: Any
 
-    def contains(self, value) -> bool:
+    def contains(self, value: Any) -> bool:
         return value == self.value
 
 
-Param = Union[Int, Float, Choice, Fixed]
+Param = Int | Float | Choice | Fixed
 SearchSpace = dict[str, dict[str, Param]]  # family -> parameter -> its range
 
 
@@ -71,7 +75,7 @@ def qualified(family: str, name: str) -> str:
     return f"{family}.{name}"
 
 
-def parse(raw) -> tuple[Param | None, str | None]:
+def parse(raw: Any) -> tuple[Param | None, str | None]:
     """One sweep-file entry -> (param, None), or (None, what was expected)."""
     if not isinstance(raw, dict):
         return Fixed(raw), None
@@ -95,8 +99,11 @@ def parse(raw) -> tuple[Param | None, str | None]:
 def _parse_range(kind, raw):
     bounds, step, log = raw[kind], raw.get("step"), raw.get("log", False)
     number = int if kind == "int" else (int, float)
-    if (not isinstance(bounds, list) or len(bounds) != 2
-            or not all(isinstance(b, number) and not isinstance(b, bool) for b in bounds)):
+    if (
+        not isinstance(bounds, list)
+        or len(bounds) != 2
+        or not all(isinstance(b, number) and not isinstance(b, bool) for b in bounds)
+    ):
         return None, f"{kind}: [low, high] of {'integers' if kind == 'int' else 'numbers'}"
     low, high = bounds
     if low >= high:
@@ -110,8 +117,17 @@ def _parse_range(kind, raw):
     if log and step not in (None, 1):
         return None, "either step or log: true, not both"
     if kind == "int":
-        return Int(low, high, step or 1, log), None
+        return Int(int(low), int(high), int(step or 1), log), None
     return Float(float(low), float(high), step, log), None
+
+
+def extremes(param: Param) -> list:
+    """The values that bound a parameter: a range's ends, every choice, the fixed value."""
+    if isinstance(param, (Int, Float)):
+        return [param.low, param.high]
+    if isinstance(param, Choice):
+        return list(param.values)
+    return [param.value]
 
 
 def baseline_point(space: dict[str, Param], recipe: dict, defaults: dict) -> dict | None:

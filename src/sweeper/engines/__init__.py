@@ -1,24 +1,60 @@
-"""Sweep engines. Each module has `run(spec, runner, storage=None)`: it proposes trials from
-`spec.families` and calls `runner.run(number, family, params, report)` for each.
+"""The engines: one module each behind the contract in `engines.base`, one registry line each.
 
-Optuna and Keras Tuner are imported only inside their own module. To add an engine, write a
-module here and name it in `ENGINES` (and in `config.ENGINES` with its samplers).
+The registry is light (no Optuna, no Keras Tuner): the CLI's choices, config validation, the
+samplers of each engine and `sweeper --help` read it without importing an engine. `get`
+imports the engine's module only when a sweep runs.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sweeper.errors import SweeperError
 
-ENGINES = {"optuna": "sweeper.engines.optuna_engine",
-           "keras-tuner": "sweeper.engines.keras_tuner_engine"}
-
-__all__ = ["ENGINES", "get"]
+if TYPE_CHECKING:  # the base imports config, which imports this registry
+    from sweeper.engines.base import Engine
 
 
-def get(name: str) -> ModuleType:
+@dataclass(frozen=True)
+class Registered:
+    """An engine as the sweep file sees it: its module, its samplers, the first of which is
+    the default, and the pruners it takes (just "none" when it prunes on its own terms)."""
+
+    module: str
+    samplers: tuple[str, ...]
+    pruners: tuple[str, ...] = ("none",)
+
+    @property
+    def default_sampler(self) -> str:
+        return self.samplers[0]
+
+
+ENGINES = {
+    "optuna": Registered(
+        "sweeper.engines.optuna_engine",
+        samplers=("tpe", "random", "cmaes", "gp", "grid"),
+        pruners=("none", "median", "hyperband", "successive-halving"),
+    ),
+    "keras-tuner": Registered(
+        "sweeper.engines.keras_tuner_engine", samplers=("bayesian", "random", "hyperband")
+    ),
+}
+
+__all__ = ["ENGINES", "Registered", "get", "names"]
+
+
+def names() -> list[str]:
+    return list(ENGINES)
+
+
+def registered(name: str) -> Registered:
     if name not in ENGINES:
         raise SweeperError(f"Unknown engine {name!r}. Known: {', '.join(ENGINES)}")
-    return importlib.import_module(ENGINES[name])
+    return ENGINES[name]
+
+
+def get(name: str) -> type[Engine]:
+    """The engine's class (a subclass of `engines.base.Engine`), importing its module."""
+    return importlib.import_module(registered(name).module).Engine

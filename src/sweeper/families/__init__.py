@@ -1,8 +1,9 @@
-"""Architecture families: each module builds one kind of model from a params dict.
+"""Architecture families: each module builds one kind of model from complete parameters.
 
-A family module has `DEFAULTS` (its own parameters and their default values) and
-`build(params, input_shape, n_classes) -> keras.Model`; the model takes raw uint8 pixels and
-ends in a softmax. To add a family, write a module here and add it to `FAMILIES`.
+A family module has `build(params, input_shape, n_classes) -> keras.Model` (and may have
+`fine_tune(model, params)` for a second phase); the model takes raw uint8 pixels and ends in
+a float32 softmax. Its parameters live in `sweeper.schema.FAMILIES`. To add a family, write a
+module here, add its parameters to the schema and one line to `FAMILIES` below.
 """
 
 from __future__ import annotations

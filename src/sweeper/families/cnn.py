@@ -7,29 +7,30 @@ from keras import layers
 
 from sweeper.families._layers import dense_head, pixel_input
 
-DEFAULTS = {
-    "conv_blocks": 2,
-    "filters": 32,
-    "convs_per_block": 1,
-    "kernel_size": 3,
-    "dense_layers": 1,
-    "dense_units": 100,
-    "dropout": 0.2,
-    "kernel_initializer": "glorot_uniform",
-}
 
-
-def build(params, input_shape, n_classes) -> keras.Model:
-    p = {**DEFAULTS, **params}
+def build(p: dict, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
+    """`p` holds every parameter of the family (`schema.resolve`)."""
     init = p["kernel_initializer"]
     inputs, x = pixel_input(input_shape)
     for block in range(p["conv_blocks"]):
         filters = p["filters"] * 2**block
         for conv in range(p["convs_per_block"]):
-            x = layers.Conv2D(filters, p["kernel_size"], padding="same", activation="relu",
-                              kernel_initializer=init, name=f"conv{block + 1}_{conv + 1}")(x)
+            x = layers.Conv2D(
+                filters,
+                p["kernel_size"],
+                padding="same",
+                activation="relu",
+                kernel_initializer=init,
+                name=f"conv{block + 1}_{conv + 1}",
+            )(x)
         x = layers.MaxPooling2D(2, name=f"pool{block + 1}")(x)
     x = layers.Flatten(name="flatten")(x)
-    outputs = dense_head(x, n_classes, units=p["dense_units"], n_layers=p["dense_layers"],
-                         dropout=p["dropout"], initializer=init)
+    outputs = dense_head(
+        x,
+        n_classes,
+        units=p["dense_units"],
+        n_layers=p["dense_layers"],
+        dropout=p["dropout"],
+        initializer=init,
+    )
     return keras.Model(inputs, outputs, name="cnn")

@@ -10,36 +10,28 @@ from keras import layers
 
 from sweeper.families._layers import dense_head, pixel_input
 
-DEFAULTS = {
-    "conv_blocks": 2,
-    "filters": 32,
-    "kernel_size": 3,
-    "dense_units": 128,
-    "dropout": 0.3,
-    "flip": "horizontal",  # "none" for digits, where a mirrored 2 is no longer a 2
-    "rotation": 0.05,
-    "zoom": 0.1,
-    "contrast": 0.1,
-}
 
-
-def build(params, input_shape, n_classes) -> keras.Model:
-    p = {**DEFAULTS, **params}
+def build(p: dict, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
+    """`p` holds every parameter of the family (`schema.resolve`)."""
     inputs, x = pixel_input(input_shape)
     x = _augment(x, p)
     for block in range(p["conv_blocks"]):
-        x = layers.Conv2D(p["filters"] * 2**block, p["kernel_size"], padding="same",
-                          use_bias=False, name=f"conv{block + 1}")(x)
+        x = layers.Conv2D(
+            p["filters"] * 2**block,
+            p["kernel_size"],
+            padding="same",
+            use_bias=False,
+            name=f"conv{block + 1}",
+        )(x)
         x = layers.BatchNormalization(name=f"bn{block + 1}")(x)
         x = layers.ReLU(name=f"relu{block + 1}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{block + 1}")(x)
     x = layers.Flatten(name="flatten")(x)
-    outputs = dense_head(x, n_classes, units=p["dense_units"], n_layers=1,
-                         dropout=p["dropout"])
+    outputs = dense_head(x, n_classes, units=p["dense_units"], n_layers=1, dropout=p["dropout"])
     return keras.Model(inputs, outputs, name="cnn_bn")
 
 
-def _augment(x, p):
+def _augment(x: keras.KerasTensor, p: dict) -> keras.KerasTensor:
     if p["flip"] != "none":
         x = layers.RandomFlip(p["flip"], name="flip")(x)
     if p["rotation"]:

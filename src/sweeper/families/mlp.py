@@ -7,13 +7,12 @@ from keras import layers
 
 from sweeper.families._layers import dense_head, pixel_input
 
-DEFAULTS = {"hidden_layers": 2, "units": 128, "dropout": 0.25}
 
-
-def build(params, input_shape, n_classes) -> keras.Model:
-    p = {**DEFAULTS, **params}
+def build(p: dict, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
+    """`p` holds every parameter of the family (`schema.resolve`)."""
     inputs, x = pixel_input(input_shape)
     x = layers.Flatten(name="flatten")(x)
-    outputs = dense_head(x, n_classes, units=p["units"], n_layers=p["hidden_layers"],
-                         dropout=p["dropout"])
+    outputs = dense_head(
+        x, n_classes, units=p["units"], n_layers=p["hidden_layers"], dropout=p["dropout"]
+    )
     return keras.Model(inputs, outputs, name="mlp")

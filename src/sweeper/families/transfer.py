@@ -19,20 +19,10 @@ BACKBONES = {
     "resnet50": "ResNet50",
     "mobilenet_v2": "MobileNetV2",
 }
-DEFAULTS = {
-    "backbone": "vgg16",
-    "weights": "imagenet",
-    "input_size": 96,
-    "dense_units": 519,
-    "dropout": 0.5,
-    "fine_tune_layers": 4,  # VGG16's last block: three convolutions and a pooling layer
-    "fine_tune_epochs": 0,
-    "fine_tune_learning_rate": 1e-5,
-}
 
 
-def build(params, input_shape, n_classes) -> keras.Model:
-    p = {**DEFAULTS, **params}
+def build(p: dict, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
+    """`p` holds every parameter of the family (`schema.resolve`)."""
     size = p["input_size"]
     inputs, x = pixel_input(input_shape)
     if tuple(input_shape[:2]) != (size, size):
@@ -42,14 +32,12 @@ def build(params, input_shape, n_classes) -> keras.Model:
     base = _backbone(p, (size, size, 3))
     base.trainable = False
     x = layers.Flatten(name="flatten")(base(x, training=False))
-    outputs = dense_head(x, n_classes, units=p["dense_units"], n_layers=1,
-                         dropout=p["dropout"])
+    outputs = dense_head(x, n_classes, units=p["dense_units"], n_layers=1, dropout=p["dropout"])
     return keras.Model(inputs, outputs, name="transfer")
 
 
-def fine_tune(model: keras.Model, params) -> None:
+def fine_tune(model: keras.Model, p: dict) -> None:
     """Unfreezes the backbone's last `fine_tune_layers` layers (BatchNorm stays frozen)."""
-    p = {**DEFAULTS, **params}
     base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
     base.trainable = True
     cut = len(base.layers) - p["fine_tune_layers"]
@@ -57,10 +45,9 @@ def fine_tune(model: keras.Model, params) -> None:
         layer.trainable = i >= cut and not isinstance(layer, layers.BatchNormalization)
 
 
-def _backbone(p, input_shape):
+def _backbone(p: dict, input_shape: tuple[int, int, int]) -> keras.Model:
     if p["backbone"] not in BACKBONES:
-        raise SweeperError(f"Unknown backbone {p['backbone']!r}. Known: "
-                           f"{', '.join(BACKBONES)}")
+        raise SweeperError(f"Unknown backbone {p['backbone']!r}. Known: {', '.join(BACKBONES)}")
     weights = None if p["weights"] in (None, "none") else p["weights"]
     factory = getattr(keras.applications, BACKBONES[p["backbone"]])
     return factory(include_top=False, weights=weights, input_shape=input_shape)

@@ -1,0 +1,81 @@
+"""The sweep's policy, written once for every engine: the budget of finished trials, the
+timeout, the target, a cap on failures in a row, and each family's recipe first."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from sweeper import baselines, schema, space
+from sweeper.config import SweepSpec
+from sweeper.engines.base import COMPLETE, FINISHED, RUNNING, PastTrial
+
+MAX_FAILURES_IN_A_ROW = 3
+log = logging.getLogger(__name__)
+
+
+class Policy:
+    def __init__(self, spec: SweepSpec):
+        self.spec = spec
+        self.deadline = time.time() + spec.timeout_minutes * 60 if spec.timeout_minutes else None
+        self.failures_in_a_row = 0
+
+    def record(self, failed: bool) -> None:
+        """Counts this process's failures in a row; several mean something is wrong with
+        every trial, not with one."""
+        self.failures_in_a_row = self.failures_in_a_row + 1 if failed else 0
+        if self.failures_in_a_row == MAX_FAILURES_IN_A_ROW:
+            log.info("stopping: %d trials failed in a row", self.failures_in_a_row)
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.time() > self.deadline
+
+    def seconds_left(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.time())
+
+    def target_met(self, trials: Sequence[PastTrial]) -> bool:
+        """Whether a completed trial, any worker's, met the target."""
+        return any(
+            t.state == COMPLETE and t.value is not None and self.spec.reached(t.value)
+            for t in trials
+        )
+
+    def stop_reason(self, trials: Sequence[PastTrial], *, holding: bool = False) -> str | None:
+        """Why the sweep should start no more trials, as "the study ..." would go on; None
+        when it should. With `holding`, running trials (other workers') use budget too."""
+        if self.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+            return f"had {self.failures_in_a_row} trials fail in a row"
+        if self.target_met(trials):
+            return f"met its target {self.spec.metric} {self.spec.target:g}"
+        counted = (*FINISHED, RUNNING) if holding else FINISHED
+        if sum(t.state in counted for t in trials) >= self.spec.trials:
+            return f"has {self.spec.trials} finished trials; raise --trials to run more"
+        if self.out_of_time():
+            return f"used its {self.spec.timeout_minutes:g} minutes"
+        return None
+
+    def stop_after_epoch(self, value: float) -> bool:
+        """Whether a trial should stop after an epoch whose objective is `value`: the
+        deadline passed, or the target is met (that trial then completes)."""
+        return self.out_of_time() or self.spec.reached(value)
+
+
+def first_points(spec: SweepSpec) -> list[tuple[str, dict]]:
+    """Each family's documented recipe as a point of its space, where the space holds it
+    (none when the sweep file says `baseline_first: false`)."""
+    if not spec.baseline_first:
+        return []
+    points = []
+    for family, params in spec.families.items():
+        recipe = baselines.for_family(family, spec.dataset)
+        if recipe is None:
+            continue
+        point = space.baseline_point(params, recipe.params, schema.defaults(family))
+        if point is not None:
+            points.append((family, point))
+    return points
+
+
+def finished(trials: Sequence[PastTrial]) -> int:
+    return sum(t.state in FINISHED for t in trials)

@@ -1,0 +1,268 @@
+"""Every parameter a trial reads, once: its type, default, allowed values and what it does.
+
+Training parameters apply to every family; each family adds its own. Config validation, the
+search space, baseline points, `sweeper params` and the family builders all read this module,
+and `resolve` is the one place where defaults are merged. No Keras here: the sweep file is
+checked before TensorFlow loads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sweeper.errors import SweeperError
+
+KERNEL_INITIALIZERS = (
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_uniform",
+    "lecun_normal",
+)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter. `low`/`high` bound numbers (inclusive unless `low_open`); `choices`
+    lists the allowed values of a name."""
+
+    name: str
+    type: type
+    default: Any
+    doc: str
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        """What `value` should have been, or None when it is allowed."""
+        if not self.accepts_type(value):
+            return f"a value of type {self.type.__name__}"
+        if self.choices is not None and value not in self.choices:
+            return f"one of {', '.join(map(str, self.choices))}"
+        if self.type in (int, float) and not math.isfinite(value):
+            return "a finite number"
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return f"a number {'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None and value > self.high:
+            return f"a number <= {self.high:g}"
+        return None
+
+    def accepts_type(self, value: Any) -> bool:
+        """An int parameter takes no 0.5 and no True; a float takes ints too."""
+        if isinstance(value, bool):
+            return self.type is bool
+        if self.type is float:
+            return isinstance(value, (int, float))
+        return isinstance(value, self.type)
+
+    def allowed(self) -> str:
+        """The allowed values in words, for listings."""
+        if self.choices is not None:
+            return ", ".join(map(str, self.choices))
+        if self.low is None and self.high is None:
+            return "any"
+        low = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        high = "" if self.high is None else f"<= {self.high:g}"
+        return " and ".join(part for part in (low, high) if part)
+
+
+def _params(*params: Param) -> dict[str, Param]:
+    return {p.name: p for p in params}
+
+
+def _fraction(name: str, default: float, doc: str) -> Param:
+    return Param(name, float, default, doc, low=0.0, high=0.95)
+
+
+def _count(name: str, default: int, doc: str, low: int = 1, high: int = 8192) -> Param:
+    return Param(name, int, default, doc, low=low, high=high)
+
+
+TRAINING = _params(
+    _count("batch_size", 128, "images per training step", high=65536),
+    Param(
+        "optimizer",
+        str,
+        "adam",
+        "the Keras optimizer",
+        choices=("adam", "adamax", "nadam", "rmsprop", "sgd"),
+    ),
+    Param("learning_rate", float, 1e-3, "initial learning rate", low=0.0, low_open=True),
+    Param(
+        "lr_schedule",
+        str,
+        "constant",
+        "constant, or exponential: ExponentialDecay(learning_rate, decay_steps, decay_rate)",
+        choices=("constant", "exponential"),
+    ),
+    _count("decay_steps", 1000, "steps per decay_rate factor (exponential schedule)", high=10**9),
+    Param(
+        "decay_rate",
+        float,
+        0.9,
+        "factor per decay_steps (exponential schedule)",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    ),
+    Param("momentum", float, 0.9, "momentum of sgd and rmsprop", low=0.0, high=0.999),
+    Param(
+        "loss",
+        str,
+        "crossentropy",
+        "crossentropy, or mse on one-hot targets (baseline B6)",
+        choices=("crossentropy", "mse"),
+    ),
+    _count(
+        "early_stopping_patience",
+        3,
+        "epochs without improvement before stopping; 0: off",
+        low=0,
+        high=1000,
+    ),
+    Param(
+        "early_stopping_monitor",
+        str,
+        "val_loss",
+        "what early stopping watches",
+        choices=("val_loss", "val_accuracy", "loss", "accuracy"),
+    ),
+)
+
+FAMILIES: dict[str, tuple[str, dict[str, Param]]] = {
+    "mlp": (
+        "Dense layers on flattened pixels (baseline B1)",
+        _params(
+            _count("hidden_layers", 2, "dense hidden layers", low=0, high=16),
+            _count("units", 128, "units per hidden layer"),
+            _fraction("dropout", 0.25, "dropout before the classifier"),
+        ),
+    ),
+    "cnn": (
+        "Conv2D + MaxPool blocks, filters doubling per block (B2, B3, B6)",
+        _params(
+            _count("conv_blocks", 2, "blocks, each ending in 2x2 max-pooling", high=8),
+            _count("filters", 32, "filters of the first block", high=2048),
+            _count("convs_per_block", 1, "convolutions per block", high=8),
+            _count("kernel_size", 3, "convolution kernel size", high=15),
+            _count("dense_layers", 1, "dense layers before the classifier", low=0, high=8),
+            _count("dense_units", 100, "units per dense layer"),
+            _fraction("dropout", 0.2, "dropout before the classifier"),
+            Param(
+                "kernel_initializer",
+                str,
+                "glorot_uniform",
+                "weight initializer",
+                choices=KERNEL_INITIALIZERS,
+            ),
+        ),
+    ),
+    "cnn_bn": (
+        "Conv-BN-ReLU-MaxPool blocks with augmentation layers (baseline B5)",
+        _params(
+            _count("conv_blocks", 2, "blocks, each ending in 2x2 max-pooling", high=8),
+            _count("filters", 32, "filters of the first block", high=2048),
+            _count("kernel_size", 3, "convolution kernel size", high=15),
+            _count("dense_units", 128, "units of the dense layer"),
+            _fraction("dropout", 0.3, "dropout before the classifier"),
+            Param(
+                "flip",
+                str,
+                "horizontal",
+                "random flips in training; none for digits",
+                choices=("none", "horizontal", "vertical", "horizontal_and_vertical"),
+            ),
+            Param(
+                "rotation",
+                float,
+                0.05,
+                "random rotation, as a fraction of a full turn",
+                low=0.0,
+                high=1.0,
+            ),
+            _fraction("zoom", 0.1, "random zoom, as a fraction of the size"),
+            Param("contrast", float, 0.1, "random contrast factor", low=0.0, high=1.0),
+        ),
+    ),
+    "transfer": (
+        "A frozen keras.applications backbone with a dense head (baseline B4)",
+        _params(
+            Param(
+                "backbone",
+                str,
+                "vgg16",
+                "the keras.applications model",
+                choices=("vgg16", "vgg19", "resnet50", "mobilenet_v2"),
+            ),
+            Param(
+                "weights",
+                str,
+                "imagenet",
+                "imagenet (downloaded), a local weights file without the top, or none",
+            ),
+            _count(
+                "input_size", 96, "side of the square the images are resized to", low=32, high=1024
+            ),
+            _count("dense_units", 519, "units of the dense layer"),
+            _fraction("dropout", 0.5, "dropout before the classifier"),
+            _count(
+                "fine_tune_layers", 4, "backbone layers unfrozen for fine-tuning", low=0, high=1000
+            ),
+            _count(
+                "fine_tune_epochs", 0, "epochs of the fine-tuning phase; 0: none", low=0, high=1000
+            ),
+            Param(
+                "fine_tune_learning_rate",
+                float,
+                1e-5,
+                "learning rate of fine-tuning",
+                low=0.0,
+                low_open=True,
+            ),
+        ),
+    ),
+}
+
+
+def family_names() -> list[str]:
+    return list(FAMILIES)
+
+
+def params_of(family: str) -> dict[str, Param]:
+    """Every parameter a trial of `family` reads: training ones, then the family's."""
+    if family not in FAMILIES:
+        raise SweeperError(f"Unknown family {family!r}. Known: {', '.join(FAMILIES)}")
+    return {**TRAINING, **FAMILIES[family][1]}
+
+
+def defaults(family: str) -> dict[str, Any]:
+    return {name: p.default for name, p in params_of(family).items()}
+
+
+def resolve(family: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The family's defaults overlaid with `values`: the complete parameters of a trial.
+    Raises `SweeperError` on an unknown name or a value the parameter does not allow."""
+    known = params_of(family)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise SweeperError(
+            f"Unknown parameter(s) for family {family}: {', '.join(unknown)}. "
+            f"Known: {', '.join(known)}"
+        )
+    for name, value in values.items():
+        if expected := known[name].problem(value):
+            raise SweeperError(f"{family}.{name}: expected {expected}. Received: {value!r}")
+    return {**defaults(family), **values}
+
+
+def from_text(family: str, name: str, text: str) -> Any:
+    """A parameter's value from its logged text form (MLflow keeps params as strings)."""
+    kind = params_of(family)[name].type
+    if kind is bool:
+        return text == "True"
+    return kind(text)

@@ -1,0 +1,50 @@
+"""Every tag and metric name sweeper writes to MLflow and reads back, in one place."""
+
+from __future__ import annotations
+
+# Tags on every sweeper run.
+KIND = "kind"  # one of the kinds below
+DATASET = "dataset"
+STUDY = "study"
+ENGINE = "engine"
+# Tags on trial and baseline runs.
+FAMILY = "family"
+STATE = "state"  # one of the states below
+TRIAL_NUMBER = "trial_number"
+BASELINE = "baseline"  # on a trial: "yes"/"no"; on a sweep or baseline run: the recipe's name
+DOCUMENTED_ACCURACY = "documented_accuracy"
+RERUN_OF = "rerun_of"
+ERROR = "error"
+PARENT = "mlflow.parentRunId"  # MLflow's own tag for nested runs
+# Tags on the sweep's parent run.
+BEST_RUN = "best_run"
+TARGET_REACHED_BY = "target_reached_by"
+
+KIND_SWEEP, KIND_TRIAL, KIND_BASELINE = "sweep", "trial", "baseline"
+COMPLETE, PRUNED, FAILED = "complete", "pruned", "failed"
+# How MLflow's run status shows each state in its UI.
+RUN_STATUS = {COMPLETE: "FINISHED", PRUNED: "KILLED", FAILED: "FAILED"}
+
+# Metrics.
+TEST_ACCURACY = "test_accuracy"
+BEST_VAL_ACCURACY = "best_val_accuracy"
+BEST_TEST_ACCURACY = "best_test_accuracy"
+BASELINE_DOCUMENTED_ACCURACY = "baseline_documented_accuracy"
+TARGET_REACHED_SECONDS = "target_reached_seconds"
+PARAMS_COUNT = "params_count"
+TRAIN_SECONDS = "train_seconds"
+IMAGES_PER_SECOND = "images_per_second"
+EPOCHS = "epochs"
+EPOCH_SECONDS = "epoch_seconds"
+LEARNING_RATE = "learning_rate"
+
+
+def best(metric: str) -> str:
+    """The parent run's best-so-far metric for the sweep's objective `metric`."""
+    return f"best_{metric}"
+
+
+# Artifacts.
+SWEEP_FILE = "sweep.yaml"
+CLASS_NAMES = "class_names.json"
+MODEL = "model"

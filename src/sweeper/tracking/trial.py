@@ -1,0 +1,155 @@
+"""One run per trial: its params and tags, per-epoch curves, final metrics, model and plots."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import keras
+import mlflow
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from sweeper import plots
+from sweeper.data import Dataset
+from sweeper.tracking import names
+
+
+@dataclass
+class TrialRun:
+    """A run being written; `state` decides how it ends (complete, pruned, failed)."""
+
+    run_id: str
+    state: str = names.COMPLETE
+
+
+@contextlib.contextmanager
+def trial_run(
+    experiment: str,
+    name: str,
+    params: dict[str, Any],
+    tags: dict[str, Any],
+    parent_run_id: str | None = None,
+) -> Iterator[TrialRun]:
+    """One MLflow run; it always ends, failed when the body raises (Ctrl-C too)."""
+    run = mlflow.start_run(
+        experiment_id=experiment,
+        run_name=name,
+        parent_run_id=parent_run_id,
+        tags={k: str(v) for k, v in tags.items()},
+    )
+    handle = TrialRun(run.info.run_id)
+    try:
+        mlflow.log_params(params)
+        yield handle
+    except BaseException as error:
+        handle.state = names.FAILED
+        mlflow.set_tags(
+            {names.STATE: names.FAILED, names.ERROR: f"{type(error).__name__}: {error}"[:5000]}
+        )
+        mlflow.end_run(names.RUN_STATUS[names.FAILED])
+        raise
+    else:
+        mlflow.set_tag(names.STATE, handle.state)
+        mlflow.end_run(names.RUN_STATUS[handle.state])
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Logs each epoch's metrics, learning rate and duration in one call (not per batch)."""
+
+    def __init__(self, run_id: str, client: MlflowClient | None = None):
+        super().__init__()
+        self.run_id = run_id
+        self.client = client or MlflowClient()
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        values = {k: float(v) for k, v in (logs or {}).items() if k != names.LEARNING_RATE}
+        values[names.LEARNING_RATE] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
+        values[names.EPOCH_SECONDS] = time.perf_counter() - self._started
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            self.run_id,
+            metrics=[Metric(k, v, now, epoch + 1) for k, v in values.items()],
+            synchronous=True,
+        )
+
+
+def log_result(result: Any, dataset: Dataset, with_model: bool = True) -> None:
+    """Final metrics, the model (with a signature), plots and the summary, on the active run.
+
+    `result` is a `train.TrialResult`. Pruned trials skip the model: they lost, and saving
+    one costs seconds."""
+    model = result.model
+    mlflow.log_metrics(
+        {
+            **result.test,
+            names.PARAMS_COUNT: model.count_params(),
+            names.TRAIN_SECONDS: result.train_seconds,
+            names.IMAGES_PER_SECOND: result.images_per_second,
+            names.EPOCHS: result.epochs,
+            names.BEST_VAL_ACCURACY: result.best("val_accuracy"),
+        }
+    )
+    if with_model:
+        signature = mlflow.models.infer_signature(dataset.x_test[:2], result.test_probabilities[:2])
+        mlflow.keras.log_model(
+            model, name=names.MODEL, signature=signature, pip_requirements=model_requirements()
+        )
+    mlflow.log_dict({"class_names": list(dataset.class_names)}, names.CLASS_NAMES)
+    mlflow.log_text(_summary(model), "model_summary.txt")
+    mlflow.log_figure(plots.curves_figure(result.history), "curves.png")
+    mlflow.log_figure(
+        plots.confusion_figure(
+            dataset.y_test, result.test_probabilities.argmax(1), dataset.class_names
+        ),
+        "confusion_matrix.png",
+    )
+
+
+@functools.cache
+def model_requirements() -> list[str]:
+    """Keras and its backend, pinned: what loading a logged model needs. Given explicitly
+    because MLflow's inference reloads the model in a subprocess, ~5 s per trial."""
+    wanted = [f"keras=={metadata.version('keras')}"]
+    backend = keras.backend.backend()
+    for dist in (backend, f"{backend}-cpu"):  # tensorflow or tensorflow-cpu, say
+        try:
+            return [*wanted, f"{dist}=={metadata.version(dist)}"]
+        except metadata.PackageNotFoundError:
+            continue
+    return wanted
+
+
+def _summary(model: keras.Model) -> str:
+    out = io.StringIO()
+    model.summary(print_fn=lambda line, **_: out.write(line + "\n"))
+    return out.getvalue()
+
+
+def model_uri(run_id: str) -> str | None:
+    """The URI of the model a run logged (MLflow 3 keeps it as a LoggedModel), if any."""
+    outputs = mlflow.get_run(run_id).outputs
+    models = outputs.model_outputs if outputs else []
+    return f"models:/{models[0].model_id}" if models else None
+
+
+def load_model(run_id: str) -> tuple[keras.Model, list[str]] | None:
+    """The model a run logged and its class names; None when it logged no model."""
+    uri = model_uri(run_id)
+    if uri is None:
+        return None
+    model = mlflow.keras.load_model(uri)
+    class_names = mlflow.artifacts.load_dict(f"runs:/{run_id}/{names.CLASS_NAMES}")
+    return model, class_names["class_names"]

@@ -1,0 +1,169 @@
+"""The engine contract (`engines.base`), checked the same way for every registered engine.
+
+A stub sweep stands in for training: each trial's value is given by the test, so these run
+in seconds and check only what an engine owes the sweep: numbered trials, recipes first,
+the policy's stop rule, failures and pruned trials recorded, resume from its store.
+"""
+
+import math
+
+import pytest
+
+from sweeper import config, engines, space
+from sweeper.engines import base
+from sweeper.policy import Policy
+
+SPACE = {
+    "mlp": {"units": space.Choice((8, 16, 32, 64)), "dropout": space.Float(0.0, 0.5)},
+    "cnn": {"filters": space.Int(4, 64, 4)},
+}
+
+
+class StubSweep:
+    """A `base.Sweep` whose trials return `values(number)`; -1 raises, -2 is pruned."""
+
+    def __init__(self, spec, engine, values, first_points=()):
+        self.spec, self.engine, self.values = spec, engine, values
+        self.policy = Policy(spec)
+        self.first_points = list(first_points)
+        self.ran = []
+
+    def run_trial(self, number, family, params, *, report=None, epochs=None, on_start=None):
+        assert set(params) == {k for k, p in SPACE[family].items()}
+        self.ran.append((number, family, params))
+        value = self.values(number)
+        if value == -1:
+            self.policy.record(failed=True)
+            raise RuntimeError("out of memory")
+        self.policy.record(failed=False)
+        if value == -2:
+            if report:
+                report(1, 0.1)
+            return base.Outcome(0.1, pruned=True)
+        return base.Outcome(value, pruned=False)
+
+    def stop_reason(self, trials, *, holding=False):
+        return self.policy.stop_reason(trials, holding=holding)
+
+    def seconds_left(self):
+        return self.policy.seconds_left()
+
+
+def make_spec(tmp_path, engine, study, **changes):
+    registered = engines.registered(engine)
+    spec = config.SweepSpec(
+        path="stub.yaml",
+        dataset="mnist",
+        families=SPACE,
+        engine=engine,
+        sampler=registered.samplers[0] if engine == "optuna" else "random",
+        study=study,
+        trials=4,
+        max_epochs=3,
+    )
+    return spec.with_overrides(**changes)
+
+
+def run(spec, values, first_points=(), storage=None):
+    engine = engines.get(spec.engine)(spec, storage)
+    sweep = StubSweep(spec, engine, values, first_points)
+    engine.search(sweep)
+    return engine, sweep
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # each engine keeps its store under ./mlruns
+    return tmp_path
+
+
+ALL = engines.names()
+
+
+@pytest.mark.parametrize("engine", ALL)
+def test_trials_are_numbered_from_zero_and_first_points_run_first(in_tmp, engine):
+    spec = make_spec(in_tmp, engine, "numbered")
+    first = [("cnn", {"filters": 32}), ("mlp", {"units": 16, "dropout": 0.25})]
+    found, sweep = run(spec, lambda n: 0.5, first)
+    assert [n for n, _, _ in sweep.ran] == [0, 1, 2, 3]
+    assert [(f, p) for _, f, p in sweep.ran[:2]] == first
+    assert sorted((t.number, t.state) for t in found.trials()) == [
+        (n, base.COMPLETE) for n in range(4)
+    ]
+
+
+@pytest.mark.parametrize("engine", ALL)
+def test_a_failed_trial_is_recorded_and_the_search_goes_on(in_tmp, engine):
+    spec = make_spec(in_tmp, engine, "failing")
+    found, sweep = run(spec, lambda n: -1 if n == 1 else 0.5)
+    states = {t.number: t.state for t in found.trials()}
+    assert states[1] == base.FAILED
+    assert sum(s == base.COMPLETE for s in states.values()) == 4  # failures use no budget
+
+
+@pytest.mark.parametrize("engine", ALL)
+def test_failures_in_a_row_stop_the_search(in_tmp, engine):
+    spec = make_spec(in_tmp, engine, "broken", trials=10)
+    _, sweep = run(spec, lambda n: -1)
+    assert len(sweep.ran) == 3
+
+
+@pytest.mark.parametrize("engine", ALL)
+def test_a_pruned_trial_counts_as_finished(in_tmp, engine):
+    spec = make_spec(in_tmp, engine, "pruned", trials=3)
+    found, sweep = run(spec, lambda n: -2 if n == 0 else 0.5)
+    states = {t.number: t.state for t in found.trials()}
+    assert len(sweep.ran) == 3 and all(s in base.FINISHED for s in states.values())
+    if engine == "optuna":  # Optuna keeps the state; Keras Tuner has no pruned state
+        assert states[0] == base.PRUNED
+
+
+@pytest.mark.parametrize("engine", ALL)
+def test_a_met_target_stops_the_search(in_tmp, engine):
+    spec = make_spec(in_tmp, engine, "target", trials=10, target=0.9)
+    found, sweep = run(spec, lambda n: 0.95 if n == 2 else 0.5)
+    assert len(sweep.ran) == 3
+    assert sweep.stop_reason(found.trials()).startswith("met its target")
+
+
+@pytest.mark.parametrize("engine", ALL)
+def test_a_resumed_study_continues_its_numbering(in_tmp, engine):
+    spec = make_spec(in_tmp, engine, "resumed", trials=2)
+    run(spec, lambda n: 0.5)
+    found, sweep = run(spec.with_overrides(trials=4), lambda n: 0.6)
+    assert [n for n, _, _ in sweep.ran] == [2, 3]
+    assert sorted(t.number for t in found.trials()) == [0, 1, 2, 3]
+    values = {t.number: t.value for t in found.trials()}
+    assert math.isclose(values[0], 0.5) and math.isclose(values[3], 0.6)
+
+
+@pytest.mark.parametrize("engine", ALL)
+def test_a_first_point_already_tried_is_not_run_again(in_tmp, engine):
+    spec = make_spec(in_tmp, engine, "once", trials=1)
+    first = [("cnn", {"filters": 32})]
+    run(spec, lambda n: 0.5, first)
+    _, sweep = run(spec.with_overrides(trials=2), lambda n: 0.5, first)
+    assert len(sweep.ran) == 1 and sweep.ran[0][2] != {"filters": 32}
+
+
+def test_the_registry_derives_choices_and_defaults():
+    for name in ALL:
+        registered = engines.registered(name)
+        assert registered.default_sampler == registered.samplers[0]
+        assert issubclass(engines.get(name), base.Engine)
+    with pytest.raises(Exception, match="Known: optuna, keras-tuner"):
+        engines.registered("hyperopt")
+
+
+def test_optuna_importances_read_any_storage_url(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'elsewhere' / 'studies.db'}"
+    (tmp_path / "elsewhere").mkdir()
+    spec = make_spec(tmp_path, "optuna", "far", trials=6)
+    run(spec, lambda n: 0.1 * n, storage=storage)
+    Engine = engines.get("optuna")
+    found = Engine.importances("far", storage)
+    assert set(found) <= {"mlp", "cnn"} and found
+    assert all(abs(sum(v.values()) - 1) < 1e-6 for v in found.values())
+    assert Engine.importances("no-such-study", storage) == {}
+    assert not (tmp_path / "mlruns").exists()  # the default store was not touched

@@ -1,0 +1,74 @@
+"""One tracked trial: the run it leaves whatever its ending, and the progress it prints."""
+
+import keras
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from sweeper import data, runner, tracking
+
+
+def mlp_trial(data_dir, epochs, **kwargs):
+    """A tiny mlp trial logged in its own experiment."""
+    tracking.configure()
+    return runner.tracked_trial(
+        "mlp",
+        {"units": 8},
+        data.load("mnist", data_dir=data_dir),
+        experiment=tracking.experiment_id("test-runner"),
+        run_name="mlp #0",
+        epochs=epochs,
+        seed=0,
+        tags={"kind": "trial"},
+        **kwargs,
+    )
+
+
+def test_a_pruned_trial_keeps_its_curves_and_no_model(workdir, data_dir):
+    result, run = mlp_trial(data_dir, 4, should_prune=lambda epoch, logs: epoch == 1)
+    logged = MlflowClient().get_run(run.run_id)
+    assert result.pruned and logged.info.status == "KILLED"
+    assert logged.data.tags["state"] == "pruned"
+    assert [s for s, _ in tracking.metric_history(run.run_id, "val_accuracy")] == [1, 2]
+    assert tracking.model_uri(run.run_id) is None
+
+
+def test_every_parameter_of_the_family_is_logged_with_its_default(workdir, data_dir):
+    from sweeper import schema
+
+    _, run = mlp_trial(data_dir, 1)
+    params = mlflow.get_run(run.run_id).data.params
+    for name, p in schema.params_of("mlp").items():
+        assert params[name] == str(8 if name == "units" else p.default), name
+
+
+def test_epoch_printer_writes_plain_lines_off_a_terminal():
+    import io
+
+    stream = io.StringIO()
+    printer = runner.epoch_printer("cnn #3", 10, stream=stream)
+    assert type(printer).on_train_batch_end is keras.callbacks.Callback.on_train_batch_end
+    printer.set_params({"steps": 5})
+    printer.on_epoch_begin(1)
+    printer.on_epoch_end(1, {"loss": 0.25, "val_loss": 0.5, "val_accuracy": 0.875})
+    assert stream.getvalue().startswith(
+        "  cnn #3 epoch 2/10 loss=0.2500 val_loss=0.5000 val_accuracy=0.8750 ("
+    )
+    assert "\r" not in stream.getvalue() and "batch" not in stream.getvalue()
+
+
+def test_epoch_printer_shows_live_batches_on_a_terminal():
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    printer = runner.epoch_printer("mlp #1", 2, stream=stream)
+    assert printer.async_safe
+    printer.set_params({"steps": 5})
+    printer.on_epoch_begin(0)
+    printer.on_train_batch_end(0, {"loss": 0.5})
+    printer.on_epoch_end(0, {"loss": 0.25})
+    assert "\r  mlp #1 epoch 1/2 batch 1/5 loss=0.5000" in stream.getvalue()
+    assert stream.getvalue().endswith("\x1b[K\n")

@@ -82,8 +82,8 @@ def test_a_valid_file_loads_into_a_spec(tmp_path):
             "objective.direction: expected minimize for val_loss",
         ),
         (
-            {"families": {"resnet": {}}},
-            "families.resnet: expected one of mlp, cnn, cnn_bn, transfer",
+            {"families": {"densenet": {}}},
+            "families.densenet: expected one of mlp, cnn, cnn_bn, resnet, transfer",
         ),
         (
             {"families": {"cnn": {"filtres": 3}}},
@@ -116,7 +116,7 @@ def test_a_valid_file_loads_into_a_spec(tmp_path):
         ({"epochs": 3}, "epochs: expected one of dataset, data,"),
         (
             {"families": {"cnn": {"optimizer": {"choice": ["adam", "lion"]}}}},
-            "families.cnn.optimizer: expected one of adam, adamax, nadam, rmsprop, sgd for every "
+            "families.cnn.optimizer: expected one of adam, adamax, nadam, rmsprop, sgd, adamw for every "
             "value ('lion' is not)",
         ),
         (
@@ -132,9 +132,14 @@ def test_a_valid_file_loads_into_a_spec(tmp_path):
             "families.cnn.learning_rate: expected a number > 0. Received: -1.0",
         ),
         (
-            {"families": {"cnn": {"lr_schedule": "cosine"}}},
-            "families.cnn.lr_schedule: expected one of constant, exponential",
+            {"families": {"cnn": {"lr_schedule": "step"}}},
+            "families.cnn.lr_schedule: expected one of constant, exponential, cosine",
         ),
+        (
+            {"families": {"cnn": {"flip": {"choice": ["none", "horizontal"]}}}},
+            "families.cnn.flip: expected none on mnist",
+        ),
+        ({"refit": {"epochs": 0}}, "refit.epochs: expected a positive number"),
         (
             {"families": {"cnn": {"batch_size": {"int": [16, 1073741824]}}}},
             "families.cnn.batch_size: expected a number <= 65536 for every value",
@@ -188,4 +193,7 @@ def test_every_sweep_file_is_valid_and_holds_its_baselines(path):
 
     spec = config.load(path)
     assert path.read_text().startswith("# ")  # the first line says how to run it
-    assert {family for family, _ in first_points(spec)} == set(spec.families)
+    from sweeper import baselines
+
+    with_recipe = {f for f in spec.families if baselines.for_family(f, spec.dataset)}
+    assert {family for family, _ in first_points(spec)} == with_recipe

@@ -9,6 +9,7 @@ TINY = {
     "mlp": {"units": 8},
     "cnn": {"filters": 4, "dense_units": 8},
     "cnn_bn": {"filters": 4, "dense_units": 8},
+    "resnet": {"width": 4, "stages": 3, "translate": 2, "flip": "horizontal", "cutout": 4},
     "transfer": {"weights": "none", "backbone": "mobilenet_v2", "input_size": 32, "dense_units": 8},
 }
 
@@ -79,5 +80,29 @@ def test_transfer_reads_a_local_weights_file(tmp_path):
 
 
 def test_unknown_family_lists_the_known_ones():
-    with pytest.raises(SweeperError, match="Known: mlp, cnn, cnn_bn, transfer"):
-        families.get("resnet")
+    with pytest.raises(SweeperError, match="Known: mlp, cnn, cnn_bn, resnet, transfer"):
+        families.get("densenet")
+
+
+def test_resnet_has_the_resnet9_shape_and_takes_any_input():
+    p = {"width": 32, "stages": 3, "residual": "alternate"}
+    model = build("resnet", p, (32, 32, 3), 10)
+    assert model.count_params() == pytest.approx(1.65e6, rel=0.02)  # the measured recipe's
+    adds = [layer.name for layer in model.layers if layer.name.endswith("_add")]
+    assert adds == ["stage1_add", "stage3_add"]
+    assert build("resnet", {**p, "residual": "none"}, (28, 28, 1), 10).count_params() < (
+        model.count_params()
+    )
+
+
+def test_augmentation_acts_in_training_only():
+    model = build(
+        "cnn",
+        {"translate": 3, "flip": "horizontal", "cutout": 6, "filters": 4, "dense_units": 8},
+        (16, 16, 3),
+        2,
+    )
+    x = np.random.default_rng(0).integers(0, 255, size=(4, 16, 16, 3), dtype=np.uint8)
+    assert np.allclose(model(x, training=False), model(x, training=False))
+    names = {layer.name for layer in model.layers}
+    assert {"translate", "flip", "cutout"} <= names

@@ -181,3 +181,37 @@ def test_cli_reports_a_bad_sweep_file_in_one_line_and_writes_nothing(workdir):
     assert result.exit_code == 2
     assert "engine: expected engine (optuna, keras-tuner)" in result.output
     assert not (workdir / "mlruns").exists()
+
+
+def test_refit_retrains_the_best_trial_on_all_training_data_and_is_exported(workdir):
+    from sweeper import tracking
+
+    path = sweep_file(
+        workdir,
+        "refit",
+        budget={"trials": 2, "max_epochs": 1},
+        data={"limit": 120},
+        refit={"epochs": 2},
+    )
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "refit: cnn #" in result.output or "refit: mlp #" in result.output
+    parent = parent_of("refit")
+    children = children_of(parent.info.run_id)
+    trials = [c for c in children if c.data.tags["kind"] == "trial"]
+    [refit] = [c for c in children if c.data.tags["kind"] == "refit"]
+    best = max(trials, key=lambda r: r.data.metrics["best_val_accuracy"])
+    assert refit.data.tags["refit_of"] == best.info.run_id
+    assert refit.data.params["val_size"] == "0"
+    assert refit.data.params["train_size"] == "200"  # all of the tiny mnist, not the limit
+    assert refit.data.metrics["epochs"] == 2
+    assert parent.data.metrics["refit_test_accuracy"] == refit.data.metrics["test_accuracy"]
+    best_out = CliRunner().invoke(main, ["best", "--sweep", "refit", "--export", "r.keras"])
+    assert best_out.exit_code == 0, best_out.output
+    assert f"refit     {refit.info.run_id}" in best_out.output
+    from sweeper import results
+
+    assert results.read_metadata(workdir / "r.keras")["run_id"] == refit.info.run_id
+    again = CliRunner().invoke(main, ["sweep", str(path)])  # nothing new: no second refit
+    assert "is refitted already" in again.output
+    assert len(tracking.children(parent.info.run_id)) == len(children)

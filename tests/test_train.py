@@ -26,7 +26,7 @@ def test_exponential_decay_lowers_the_learning_rate(mnist):
         "decay_steps": 2,
         "decay_rate": 0.5,
     }
-    optimizer = train.make_optimizer(schema.resolve("mlp", params), 0.01)
+    optimizer = train.make_optimizer(schema.resolve("mlp", params), 0.01, steps=100)
     optimizer.build([])
     schedule = optimizer._learning_rate
     assert float(schedule(0)) == pytest.approx(0.01)

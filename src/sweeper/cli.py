@@ -218,6 +218,11 @@ def baseline(
 @click.option("--study", help="Study name (default: the file's `study`, else its name).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Max epochs per trial.")
 @click.option(
+    "--refit-epochs",
+    type=click.IntRange(min=0),
+    help="Epochs of the refit of the best trial on all training data (0: no refit).",
+)
+@click.option(
     "--target",
     type=click.FloatRange(min=0, min_open=True),
     help="Stop once a trial's objective metric reaches this (e.g. 0.985).",
@@ -247,6 +252,7 @@ def sweep(
     storage: str | None,
     study: str | None,
     epochs: int | None,
+    refit_epochs: int | None,
     target: float | None,
     workers: int,
     threads: int | None,
@@ -263,6 +269,7 @@ def sweep(
         engine=engine,
         study=study,
         max_epochs=epochs,
+        refit_epochs=refit_epochs,
         target=target,
         limit=limit,
     )
@@ -323,7 +330,7 @@ def best(
     run = results.best_run(results.Selection(dataset, sweep_name, parent, family, metric))
     click.echo(results.describe(run))
     if export_path:
-        click.echo(f"exported  {results.export(run, export_path)}")
+        click.echo(f"exported  {results.export(results.refit_of(run) or run, export_path)}")
 
 
 @main.command()

@@ -34,6 +34,7 @@ TOP_KEYS = (
     "study",
     "precision",
     "baseline_first",
+    "refit",
     "families",
 )
 
@@ -59,6 +60,7 @@ class SweepSpec:
     val_fraction: float = 0.1
     image_size: tuple[int, int] = data.DEFAULT_IMAGE_SIZE
     limit: int | None = None
+    refit_epochs: int | None = None  # retrain the best trial on train + validation
     text: str = field(default="", repr=False)
 
     def with_overrides(self, **overrides: Any) -> SweepSpec:
@@ -170,7 +172,13 @@ def _build(raw, path, problems) -> SweepSpec | None:
     limit = _positive(options, "limit", None, int, problem, "data.")
     _unknown(options, ("validation_split", "image_size", "limit"), "data", problem)
 
+    refit = _mapping(raw, "refit", problem)
+    _unknown(refit, ("epochs",), "refit", problem)
+    refit_epochs = _positive(refit, "epochs", None, int, problem, "refit.")
+
     search = _families(raw.get("families"), problem)
+    if isinstance(dataset, str) and not data.mirror_safe(dataset):
+        _no_mirrors(search, dataset, problem)
     if sampler == "grid" and search and (len(search) != 1 or space.grid(search) is None):
         problem(
             "sampler", "grid on one family whose parameters are choices or stepped ranges", sampler
@@ -197,7 +205,20 @@ def _build(raw, path, problems) -> SweepSpec | None:
         val_fraction=val_fraction,
         image_size=tuple(image_size),
         limit=limit,
+        refit_epochs=refit_epochs,
     )
+
+
+def _no_mirrors(search: space.SearchSpace, dataset: str, problem) -> None:
+    """Flips teach digits what they are not: a mirrored 2 is no digit at all."""
+    for family, params in search.items():
+        for name in ("flip", "tta"):
+            if name in params and any(v != "none" for v in space.extremes(params[name])):
+                problem(
+                    f"families.{family}.{name}",
+                    f"none on {dataset} (mirrored images are no longer of their class)",
+                    params[name],
+                )
 
 
 def target_problem(metric: str, target: object) -> str | None:

@@ -13,7 +13,7 @@ import gzip
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ class NamedDataset:
     files: tuple[str, ...]
     read: Callable[[Path], Splits]
     keras_loader: str
+    mirror_safe: bool = True  # False where a flipped image is no longer of its class
 
 
 def read_idx_dir(folder: Path) -> Splits:
@@ -65,7 +66,15 @@ def read_npz(folder: Path) -> Splits:
 NAMED = {
     d.name: d
     for d in [
-        NamedDataset("mnist", (28, 28, 1), tuple("0123456789"), IDX_FILES, read_idx_dir, "mnist"),
+        NamedDataset(
+            "mnist",
+            (28, 28, 1),
+            tuple("0123456789"),
+            IDX_FILES,
+            read_idx_dir,
+            "mnist",
+            mirror_safe=False,
+        ),
         NamedDataset(
             "fashion_mnist",
             (28, 28, 1),
@@ -132,6 +141,16 @@ class Dataset:
     def n_classes(self) -> int:
         return len(self.class_names)
 
+    def merged(self) -> Dataset:
+        """Training and validation data as one training set, for a refit (no validation)."""
+        return replace(
+            self,
+            x_train=np.concatenate([self.x_train, self.x_val]),
+            y_train=np.concatenate([self.y_train, self.y_val]),
+            x_val=self.x_val[:0],
+            y_val=self.y_val[:0],
+        )
+
     @property
     def sizes(self) -> dict[str, int]:
         return {
@@ -143,6 +162,11 @@ class Dataset:
 
 def known_names() -> list[str]:
     return [*NAMED, "folder:PATH", "csv:PATH.csv"]
+
+
+def mirror_safe(name: str) -> bool:
+    """Whether flipped images keep their class (not for digits); folders: the user knows."""
+    return name not in NAMED or NAMED[name].mirror_safe
 
 
 def check_name(name: str) -> None:

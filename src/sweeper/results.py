@@ -7,6 +7,7 @@ names, the run it came from); Keras ignores it when loading, `predict` reads it.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,30 @@ def describe(run: Any) -> str:
         lines.append(
             f"baseline  {recipe.name}: documented {documented(recipe, dataset)}, measured {seen}"
         )
+    refit = refit_of(run)
+    if refit:
+        rm = refit.data.metrics
+        tta = f" (flip TTA {rm['test_accuracy_tta']:.4f})" if "test_accuracy_tta" in rm else ""
+        test = rm.get(names.TEST_ACCURACY, math.nan)
+        lines.append(
+            f"refit     {refit.info.run_id}: trained on training + validation data for "
+            f"{int(rm.get(names.EPOCHS, 0))} epochs, test {test:.4f}{tta}; --export writes it"
+        )
     return "\n".join(lines)
+
+
+def refit_of(run: Any) -> Any:
+    """The newest completed refit of a trial run, if the sweep made one."""
+    runs = tracking.search_runs(
+        {
+            names.KIND: names.KIND_REFIT,
+            names.REFIT_OF: run.info.run_id,
+            names.STATE: names.COMPLETE,
+        },
+        newest_first=True,
+        max_results=1,
+    )
+    return runs[0] if runs else None
 
 
 def measured_baseline(recipe: str, dataset: str | None) -> Any:

@@ -9,7 +9,7 @@ checked before TensorFlow loads.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sweeper.errors import SweeperError
@@ -90,15 +90,33 @@ TRAINING = _params(
         str,
         "adam",
         "the Keras optimizer",
-        choices=("adam", "adamax", "nadam", "rmsprop", "sgd"),
+        choices=("adam", "adamax", "nadam", "rmsprop", "sgd", "adamw"),
     ),
     Param("learning_rate", float, 1e-3, "initial learning rate", low=0.0, low_open=True),
     Param(
         "lr_schedule",
         str,
         "constant",
-        "constant, or exponential: ExponentialDecay(learning_rate, decay_steps, decay_rate)",
-        choices=("constant", "exponential"),
+        "constant; exponential: ExponentialDecay(learning_rate, decay_steps, decay_rate); "
+        "cosine: warmup to learning_rate over warmup_fraction of the trial's steps, then "
+        "cosine decay to final_lr_fraction of it by the trial's last step",
+        choices=("constant", "exponential", "cosine"),
+    ),
+    Param(
+        "warmup_fraction",
+        float,
+        0.0,
+        "share of the steps spent warming up (cosine)",
+        low=0.0,
+        high=0.5,
+    ),
+    Param(
+        "final_lr_fraction",
+        float,
+        0.0,
+        "learning rate at the end, as a share of the peak (cosine)",
+        low=0.0,
+        high=1.0,
     ),
     _count("decay_steps", 1000, "steps per decay_rate factor (exponential schedule)", high=10**9),
     Param(
@@ -111,6 +129,53 @@ TRAINING = _params(
         low_open=True,
     ),
     Param("momentum", float, 0.9, "momentum of sgd and rmsprop", low=0.0, high=0.999),
+    Param("nesterov", bool, False, "Nesterov momentum (sgd)"),
+    Param(
+        "weight_decay",
+        float,
+        0.0,
+        "decoupled weight decay of the optimizer (AdamW-style)",
+        low=0.0,
+        high=0.1,
+    ),
+    Param(
+        "label_smoothing",
+        float,
+        0.0,
+        "share of each target spread over all classes",
+        low=0.0,
+        high=0.5,
+    ),
+    _count(
+        "translate",
+        0,
+        "random shift in training, up to this many pixels (reflected "
+        "edges): the pad-and-crop of fast CIFAR recipes",
+        low=0,
+        high=32,
+    ),
+    Param(
+        "flip",
+        str,
+        "none",
+        "random flips in training; none for digits",
+        choices=("none", "horizontal", "vertical", "horizontal_and_vertical"),
+    ),
+    _count(
+        "cutout",
+        0,
+        "side in pixels of a square erased at random in training; 0: off",
+        low=0,
+        high=64,
+    ),
+    Param(
+        "tta",
+        str,
+        "none",
+        "test-time augmentation: flip also scores the mirrored test "
+        "images and logs test_accuracy_tta (selection stays on validation)",
+        choices=("none", "flip"),
+    ),
     Param(
         "loss",
         str,
@@ -170,13 +235,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Param]]] = {
             _count("kernel_size", 3, "convolution kernel size", high=15),
             _count("dense_units", 128, "units of the dense layer"),
             _fraction("dropout", 0.3, "dropout before the classifier"),
-            Param(
-                "flip",
-                str,
-                "horizontal",
-                "random flips in training; none for digits",
-                choices=("none", "horizontal", "vertical", "horizontal_and_vertical"),
-            ),
+            replace(TRAINING["flip"], default="horizontal"),  # B5 flips
             Param(
                 "rotation",
                 float,
@@ -187,6 +246,40 @@ FAMILIES: dict[str, tuple[str, dict[str, Param]]] = {
             ),
             _fraction("zoom", 0.1, "random zoom, as a fraction of the size"),
             Param("contrast", float, 0.1, "random contrast factor", low=0.0, high=1.0),
+        ),
+    ),
+    "resnet": (
+        "ResNet-9 shape: conv-BN-ReLU stem, stages of conv-BN-ReLU + max-pool (some with a "
+        "residual block), global pooling, scaled logits",
+        _params(
+            _count("width", 32, "channels of the stem; each stage doubles them", low=4, high=512),
+            _count("stages", 3, "stages, each halving the image", high=5),
+            Param(
+                "residual",
+                str,
+                "alternate",
+                "stages with a residual block of two "
+                "conv-BN-ReLU: alternate (1st, 3rd, ...), all or none",
+                choices=("alternate", "all", "none"),
+            ),
+            Param(
+                "bn_momentum",
+                float,
+                0.9,
+                "BatchNorm momentum; Keras' 0.99 lags in short schedules",
+                low=0.0,
+                high=0.999,
+            ),
+            Param(
+                "logit_scale",
+                float,
+                0.125,
+                "factor on the logits before the softmax",
+                low=0.0,
+                high=1.0,
+                low_open=True,
+            ),
+            _fraction("dropout", 0.0, "dropout before the classifier"),
         ),
     ),
     "transfer": (

@@ -16,9 +16,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from sweeper import baselines, data, engines, policy, runner, space, tracking
+from sweeper import baselines, data, engines, policy, runner, schema, space, tracking
 from sweeper.config import SweepSpec
-from sweeper.engines.base import Engine, Outcome, PastTrial, Report
+from sweeper.engines.base import COMPLETE, Engine, Outcome, PastTrial, Report
 from sweeper.errors import SweeperError
 from sweeper.tracking import names
 
@@ -171,6 +171,15 @@ def run_sweep(
             log.info("study %s already %s", spec.study, reason)
         else:
             engine.search(sweep)
+        if spec.refit_epochs:
+            full = data.load(
+                spec.dataset,
+                data_dir=data_dir,
+                val_fraction=spec.val_fraction,
+                seed=spec.seed,
+                image_size=spec.image_size,
+            )
+            refit(spec, full, experiment, parent, engine.trials())
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -178,6 +187,89 @@ def run_sweep(
     finally:
         parent.end(status)
     return parent.run_id
+
+
+def refit(
+    spec: SweepSpec,
+    dataset: data.Dataset,
+    experiment: str,
+    parent: tracking.ParentRun,
+    trials: Sequence[PastTrial],
+) -> tracking.TrialRun | None:
+    """Retrains the best completed trial (chosen on validation) on all of `dataset`'s
+    training and validation data (no `data.limit`) for `spec.refit_epochs`, as a child run
+    tagged `refit_of` its trial: the long run of a search made of short ones. Its test
+    accuracy is measured once, after the choice; a sweep resumed later refits only a new best.
+    """
+    sign = 1 if spec.direction == "maximize" else -1
+    done = [(sign * t.value, t) for t in trials if t.state == COMPLETE and t.value is not None]
+    if not done or not spec.refit_epochs:
+        return None
+    best = max(done, key=lambda pair: pair[0])[1]
+    trial = next(
+        (
+            r
+            for r in tracking.children(parent.run_id)
+            if r.data.tags.get(names.TRIAL_NUMBER) == str(best.number)
+            and r.data.tags.get(names.KIND) == names.KIND_TRIAL
+        ),
+        None,
+    )
+    if trial is None:
+        return None
+    if tracking.search_runs(
+        {
+            names.KIND: names.KIND_REFIT,
+            names.REFIT_OF: trial.info.run_id,
+            names.STATE: names.COMPLETE,
+        }
+    ):
+        log.info("refit: %s is refitted already", trial.info.run_name)
+        return None
+    family = trial.data.params["family"]
+    params = {
+        k: schema.from_text(family, k, v)
+        for k, v in trial.data.params.items()
+        if k in schema.params_of(family)
+    }
+    params["early_stopping_patience"] = 0  # nothing to watch: validation is trained on
+    label = f"{trial.info.run_name} refit"
+    log.info(
+        "refit: %s (%s %.4f) on training + validation data, %d epochs",
+        label,
+        spec.metric,
+        best.value,
+        spec.refit_epochs,
+    )
+    tags = {
+        names.KIND: names.KIND_REFIT,
+        names.REFIT_OF: trial.info.run_id,
+        names.TRIAL_NUMBER: best.number,
+        names.ENGINE: spec.engine,
+        names.STUDY: spec.study,
+    }
+    result, run = runner.tracked_trial(
+        family,
+        params,
+        dataset.merged(),
+        experiment=experiment,
+        run_name=label,
+        epochs=spec.refit_epochs,
+        seed=spec.seed + best.number,
+        tags=tags,
+        parent_run_id=parent.run_id,
+        precision=spec.precision,
+    )
+    parent.log_refit(result.test, f"{label} ({run.run_id})")
+    log.info(
+        "  %s complete: test_accuracy=%.4f%s",
+        label,
+        result.test[names.TEST_ACCURACY],
+        f" (flip TTA {result.test[names.TEST_ACCURACY_TTA]:.4f})"
+        if names.TEST_ACCURACY_TTA in result.test
+        else "",
+    )
+    return run
 
 
 def _open_parent(spec: SweepSpec, dataset: data.Dataset, experiment: str) -> tracking.ParentRun:

@@ -15,12 +15,18 @@ from sweeper.data import Dataset
 from sweeper.errors import TrialFailed
 from sweeper.metrics import evaluate
 
+# Every optimizer takes Keras' decoupled `weight_decay` (0: none); AdamW is Adam with it.
 OPTIMIZERS = {
-    "adam": lambda lr, p: keras.optimizers.Adam(lr),
-    "adamax": lambda lr, p: keras.optimizers.Adamax(lr),
-    "nadam": lambda lr, p: keras.optimizers.Nadam(lr),
-    "rmsprop": lambda lr, p: keras.optimizers.RMSprop(lr, momentum=p["momentum"]),
-    "sgd": lambda lr, p: keras.optimizers.SGD(lr, momentum=p["momentum"]),
+    "adam": lambda lr, p: keras.optimizers.Adam(lr, weight_decay=p["weight_decay"] or None),
+    "adamw": lambda lr, p: keras.optimizers.AdamW(lr, weight_decay=p["weight_decay"]),
+    "adamax": lambda lr, p: keras.optimizers.Adamax(lr, weight_decay=p["weight_decay"] or None),
+    "nadam": lambda lr, p: keras.optimizers.Nadam(lr, weight_decay=p["weight_decay"] or None),
+    "rmsprop": lambda lr, p: keras.optimizers.RMSprop(
+        lr, momentum=p["momentum"], weight_decay=p["weight_decay"] or None
+    ),
+    "sgd": lambda lr, p: keras.optimizers.SGD(
+        lr, momentum=p["momentum"], nesterov=p["nesterov"], weight_decay=p["weight_decay"] or None
+    ),
 }
 
 
@@ -107,8 +113,9 @@ def train(
 
     module = families.get(family)
     model = module.build(p, dataset.input_shape, dataset.n_classes)
+    steps = epochs * math.ceil(len(dataset.y_train) / p["batch_size"])
     model.compile(
-        optimizer=make_optimizer(p, p["learning_rate"]), loss=_loss(p), metrics=["accuracy"]
+        optimizer=make_optimizer(p, p["learning_rate"], steps), loss=_loss(p), metrics=["accuracy"]
     )
     pruner = Pruned(should_prune) if should_prune else None
     fit_callbacks = [
@@ -126,7 +133,7 @@ def train(
     fit = model.fit(
         dataset.x_train,
         y_train,
-        validation_data=(dataset.x_val, y_val),
+        validation_data=(dataset.x_val, y_val) if len(y_val) else None,
         epochs=epochs,
         batch_size=p["batch_size"],
         callbacks=fit_callbacks,
@@ -143,11 +150,16 @@ def train(
         raise TrialFailed(f"loss became NaN at epoch {len(history['loss'])}")
 
     probs = model.predict(dataset.x_test, batch_size=512, verbose=0)
+    test = evaluate(probs, dataset.y_test, p["loss"])
+    if p["tta"] == "flip":  # scored beside test_accuracy; selection never reads it
+        mirrored = model.predict(dataset.x_test[:, :, ::-1], batch_size=512, verbose=0)
+        both = (probs + mirrored) / 2
+        test["test_accuracy_tta"] = float(np.mean(both.argmax(1) == dataset.y_test))
     images = len(dataset.y_train) * len(history.get("loss", []))
     return TrialResult(
         model,
         history,
-        evaluate(probs, dataset.y_test, p["loss"]),
+        test,
         probs,
         train_seconds,
         images / max(train_seconds, 1e-9),
@@ -155,22 +167,36 @@ def train(
     )
 
 
-def make_optimizer(p: dict, learning_rate: float) -> keras.optimizers.Optimizer:
-    """The optimizer `p` names, on a constant or exponentially decaying learning rate
-    (`p` is checked against the schema already)."""
+def make_optimizer(p: dict, learning_rate: float, steps: int) -> keras.optimizers.Optimizer:
+    """The optimizer `p` names on its learning-rate schedule; `steps` is the trial's whole
+    run, so a cosine schedule ends where the trial does (`p` is checked already)."""
     if p["lr_schedule"] == "exponential":
         learning_rate = keras.optimizers.schedules.ExponentialDecay(
             learning_rate, decay_steps=p["decay_steps"], decay_rate=p["decay_rate"]
+        )
+    elif p["lr_schedule"] == "cosine":
+        warmup = int(steps * p["warmup_fraction"])
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else learning_rate,
+            decay_steps=max(1, steps - warmup),
+            alpha=p["final_lr_fraction"],
+            warmup_target=learning_rate if warmup else None,
+            warmup_steps=warmup,
         )
     return OPTIMIZERS[p["optimizer"]](learning_rate, p)
 
 
 def _loss(p):
-    return "mean_squared_error" if p["loss"] == "mse" else "sparse_categorical_crossentropy"
+    if p["loss"] == "mse":
+        return "mean_squared_error"
+    if p["label_smoothing"]:  # Keras' sparse loss has no smoothing: one-hot targets instead
+        return keras.losses.CategoricalCrossentropy(label_smoothing=p["label_smoothing"])
+    return "sparse_categorical_crossentropy"
 
 
 def _targets(p, y, n_classes):
-    return np.eye(n_classes, dtype="float32")[y] if p["loss"] == "mse" else y
+    one_hot = p["loss"] == "mse" or p["label_smoothing"]
+    return np.eye(n_classes, dtype="float32")[y] if one_hot else y
 
 
 def _loss_not_finite(logs) -> bool:
@@ -199,7 +225,9 @@ def _fine_tune(model, module, p, dataset, y_train, y_val, callbacks, history, ve
     """Second phase (transfer learning): unfreeze the backbone's top, train slowly."""
     module.fine_tune(model, p)
     model.compile(
-        optimizer=make_optimizer({**p, "lr_schedule": "constant"}, p["fine_tune_learning_rate"]),
+        optimizer=make_optimizer(
+            {**p, "lr_schedule": "constant"}, p["fine_tune_learning_rate"], steps=1
+        ),
         loss=_loss(p),
         metrics=["accuracy"],
     )
@@ -207,7 +235,7 @@ def _fine_tune(model, module, p, dataset, y_train, y_val, callbacks, history, ve
     more = model.fit(
         dataset.x_train,
         y_train,
-        validation_data=(dataset.x_val, y_val),
+        validation_data=(dataset.x_val, y_val) if len(y_val) else None,
         initial_epoch=done,
         epochs=done + p["fine_tune_epochs"],
         batch_size=p["batch_size"],

@@ -11,12 +11,13 @@ from __future__ import annotations
 from types import ModuleType
 
 from sweeper.errors import SweeperError
-from sweeper.families import cnn, cnn_bn, mlp, transfer
+from sweeper.families import cnn, cnn_bn, mlp, resnet, transfer
 
 FAMILIES: dict[str, ModuleType] = {
     "mlp": mlp,
     "cnn": cnn,
     "cnn_bn": cnn_bn,
+    "resnet": resnet,
     "transfer": transfer,
 }
 

@@ -1,4 +1,5 @@
-"""Pieces every family shares: the raw-pixel input and the softmax head."""
+"""Pieces every family shares: the raw-pixel input with its training-time augmentation, and
+the softmax head."""
 
 from __future__ import annotations
 
@@ -6,10 +7,29 @@ import keras
 from keras import layers
 
 
-def pixel_input(input_shape: tuple[int, ...]) -> tuple[keras.KerasTensor, keras.KerasTensor]:
-    """Raw uint8 pixels in, scaled to [0, 1], so an exported model needs nothing else."""
+def pixel_input(
+    input_shape: tuple[int, ...], p: dict
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """Raw uint8 pixels in, scaled to [0, 1], so an exported model needs nothing else; then
+    the augmentation `p` asks for (`translate`, `flip`, `cutout`). Keras' augmentation
+    layers act in training only: the model predicts on clean pixels."""
     inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="pixels")
-    return inputs, layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    height, width = input_shape[:2]
+    if p["translate"]:
+        x = layers.RandomTranslation(
+            p["translate"] / height,
+            p["translate"] / width,
+            fill_mode="reflect",
+            interpolation="nearest",
+            name="translate",
+        )(x)
+    if p["flip"] != "none":
+        x = layers.RandomFlip(p["flip"], name="flip")(x)
+    if p["cutout"]:
+        share = min(1.0, p["cutout"] ** 2 / (height * width))
+        x = layers.RandomErasing(scale=(share, share), value_range=(0, 1), name="cutout")(x)
+    return inputs, x
 
 
 def dense_head(

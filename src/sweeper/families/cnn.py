@@ -11,7 +11,7 @@ from sweeper.families._layers import dense_head, pixel_input
 def build(p: dict, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
     """`p` holds every parameter of the family (`schema.resolve`)."""
     init = p["kernel_initializer"]
-    inputs, x = pixel_input(input_shape)
+    inputs, x = pixel_input(input_shape, p)
     for block in range(p["conv_blocks"]):
         filters = p["filters"] * 2**block
         for conv in range(p["convs_per_block"]):

@@ -13,7 +13,7 @@ from sweeper.families._layers import dense_head, pixel_input
 
 def build(p: dict, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
     """`p` holds every parameter of the family (`schema.resolve`)."""
-    inputs, x = pixel_input(input_shape)
+    inputs, x = pixel_input(input_shape, p)
     x = _augment(x, p)
     for block in range(p["conv_blocks"]):
         x = layers.Conv2D(
@@ -32,8 +32,6 @@ def build(p: dict, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
 
 
 def _augment(x: keras.KerasTensor, p: dict) -> keras.KerasTensor:
-    if p["flip"] != "none":
-        x = layers.RandomFlip(p["flip"], name="flip")(x)
     if p["rotation"]:
         x = layers.RandomRotation(p["rotation"], name="rotation")(x)
     if p["zoom"]:

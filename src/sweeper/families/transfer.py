@@ -24,7 +24,7 @@ BACKBONES = {
 def build(p: dict, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
     """`p` holds every parameter of the family (`schema.resolve`)."""
     size = p["input_size"]
-    inputs, x = pixel_input(input_shape)
+    inputs, x = pixel_input(input_shape, p)
     if tuple(input_shape[:2]) != (size, size):
         x = layers.Resizing(size, size, name="resize")(x)
     if input_shape[-1] == 1:  # grey images become three identical channels

@@ -14,13 +14,15 @@ TRIAL_NUMBER = "trial_number"
 BASELINE = "baseline"  # on a trial: "yes"/"no"; on a sweep or baseline run: the recipe's name
 DOCUMENTED_ACCURACY = "documented_accuracy"
 RERUN_OF = "rerun_of"
+REFIT_OF = "refit_of"  # on a refit run: the run id of the trial it retrains
 ERROR = "error"
 PARENT = "mlflow.parentRunId"  # MLflow's own tag for nested runs
 # Tags on the sweep's parent run.
 BEST_RUN = "best_run"
 TARGET_REACHED_BY = "target_reached_by"
+REFIT_RUN = "refit_run"
 
-KIND_SWEEP, KIND_TRIAL, KIND_BASELINE = "sweep", "trial", "baseline"
+KIND_SWEEP, KIND_TRIAL, KIND_BASELINE, KIND_REFIT = "sweep", "trial", "baseline", "refit"
 COMPLETE, PRUNED, FAILED = "complete", "pruned", "failed"
 # How MLflow's run status shows each state in its UI.
 RUN_STATUS = {COMPLETE: "FINISHED", PRUNED: "KILLED", FAILED: "FAILED"}
@@ -29,6 +31,8 @@ RUN_STATUS = {COMPLETE: "FINISHED", PRUNED: "KILLED", FAILED: "FAILED"}
 TEST_ACCURACY = "test_accuracy"
 BEST_VAL_ACCURACY = "best_val_accuracy"
 BEST_TEST_ACCURACY = "best_test_accuracy"
+TEST_ACCURACY_TTA = "test_accuracy_tta"
+REFIT_TEST_ACCURACY = "refit_test_accuracy"
 BASELINE_DOCUMENTED_ACCURACY = "baseline_documented_accuracy"
 TARGET_REACHED_SECONDS = "target_reached_seconds"
 PARAMS_COUNT = "params_count"

@@ -162,6 +162,12 @@ class ParentRun:
         self.client.log_metric(self.run_id, names.TARGET_REACHED_SECONDS, seconds, step=number)
         self.client.set_tag(self.run_id, names.TARGET_REACHED_BY, run_label)
 
+    def log_refit(self, test: dict[str, float], run_label: str) -> None:
+        for name in (names.TEST_ACCURACY, names.TEST_ACCURACY_TTA):
+            if name in test:
+                self.client.log_metric(self.run_id, f"refit_{name}", test[name])
+        self.client.set_tag(self.run_id, names.REFIT_RUN, run_label)
+
     def end(self, status: str) -> None:
         """`status`: MLflow's FINISHED, FAILED or KILLED."""
         self.client.set_terminated(self.run_id, status)

@@ -106,3 +106,21 @@ def test_augmentation_acts_in_training_only():
     assert np.allclose(model(x, training=False), model(x, training=False))
     names = {layer.name for layer in model.layers}
     assert {"translate", "flip", "cutout"} <= names
+
+
+def test_transfer_takes_a_keras_file_of_our_own_cut_before_its_classifier(tmp_path):
+    import keras
+
+    source = build("resnet", {"width": 4, "translate": 2}, (32, 32, 3), 10)
+    path = tmp_path / "mine.keras"
+    source.save(path)
+    model = build("transfer", {"backbone": str(path), "dense_units": 8}, (28, 28, 1), 3)
+    base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    assert not base.trainable and base.output_shape == (None, 32)  # 8 x width: pooled features
+    x = np.random.default_rng(0).integers(0, 255, size=(6, 28, 28, 1), dtype=np.uint8)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, np.arange(6) % 3, epochs=1, verbose=0)
+    assert model.predict(x, verbose=0).shape == (6, 3)
+    transfer.fine_tune(model, schema.resolve("transfer", {"fine_tune_layers": 5}))
+    trainable = [layer.name for layer in base.layers if layer.trainable]
+    assert trainable == ["stage3_res2_conv", "stage3_res2_relu", "stage3_add", "global_pool"]

@@ -37,13 +37,16 @@ class Param:
     low: float | None = None
     high: float | None = None
     low_open: bool = False
+    or_suffix: str | None = None  # a text ending so is allowed beside `choices` (a path)
 
     def problem(self, value: Any) -> str | None:
         """What `value` should have been, or None when it is allowed."""
         if not self.accepts_type(value):
             return f"a value of type {self.type.__name__}"
-        if self.choices is not None and value not in self.choices:
-            return f"one of {', '.join(map(str, self.choices))}"
+        a_path = self.or_suffix is not None and str(value).endswith(self.or_suffix)
+        if self.choices is not None and value not in self.choices and not a_path:
+            path = f" or a path ending in {self.or_suffix}" if self.or_suffix else ""
+            return f"one of {', '.join(map(str, self.choices))}{path}"
         if self.type in (int, float) and not math.isfinite(value):
             return "a finite number"
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
@@ -289,8 +292,10 @@ FAMILIES: dict[str, tuple[str, dict[str, Param]]] = {
                 "backbone",
                 str,
                 "vgg16",
-                "the keras.applications model",
+                "a keras.applications model, or a .keras file of your own (sweeper best "
+                "--export), cut before its classifier; input_size and weights are then unused",
                 choices=("vgg16", "vgg19", "resnet50", "mobilenet_v2"),
+                or_suffix=".keras",
             ),
             Param(
                 "weights",

@@ -1,8 +1,10 @@
-"""A frozen `keras.applications` backbone with a dense head (baseline B4).
+"""A frozen backbone with a dense head (baseline B4), then an optional fine-tune.
 
-`weights` is "imagenet" (Keras downloads it), a path to a local weights file for the
-backbone without its top, or "none" (random, for tests). `fine_tune` unfreezes the last
-layers of the backbone for a second, slow phase of training.
+The backbone is a `keras.applications` model, whose `weights` are "imagenet" (Keras
+downloads them), a local weights file without the top, or "none" (random, for tests); or a
+`.keras` file of a model of your own (`sweeper best --export`), cut before its classifier:
+how a pretrained backbone works where ImageNet weights cannot be downloaded. `fine_tune`
+unfreezes the last layers of the backbone for a second, slow phase of training.
 """
 
 from __future__ import annotations
@@ -23,13 +25,20 @@ BACKBONES = {
 
 def build(p: dict, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
     """`p` holds every parameter of the family (`schema.resolve`)."""
-    size = p["input_size"]
     inputs, x = pixel_input(input_shape, p)
-    if tuple(input_shape[:2]) != (size, size):
-        x = layers.Resizing(size, size, name="resize")(x)
-    if input_shape[-1] == 1:  # grey images become three identical channels
+    if p["backbone"].endswith(".keras"):
+        base = own_backbone(p["backbone"])
+    else:
+        base = _backbone(p, (p["input_size"], p["input_size"], 3))
+    height, width, channels = base.input_shape[1:]
+    if tuple(input_shape[:2]) != (height, width):
+        x = layers.Resizing(height, width, name="resize")(x)
+    if input_shape[-1] == 1 and channels == 3:  # grey images as three identical channels
         x = layers.Concatenate(name="grey_to_rgb")([x, x, x])
-    base = _backbone(p, (size, size, 3))
+    elif input_shape[-1] != channels:
+        raise SweeperError(
+            f"The backbone takes {channels}-channel images; these have {input_shape[-1]}"
+        )
     base.trainable = False
     x = layers.Flatten(name="flatten")(base(x, training=False))
     outputs = dense_head(x, n_classes, units=p["dense_units"], n_layers=1, dropout=p["dropout"])
@@ -43,6 +52,20 @@ def fine_tune(model: keras.Model, p: dict) -> None:
     cut = len(base.layers) - p["fine_tune_layers"]
     for i, layer in enumerate(base.layers):
         layer.trainable = i >= cut and not isinstance(layer, layers.BatchNormalization)
+
+
+def own_backbone(path: str) -> keras.Model:
+    """A sweeper model from a `.keras` file, from its scaled pixels (after its `rescale`
+    layer, so its own augmentation stays out) to the features its classifier reads."""
+    try:
+        source = keras.models.load_model(path, safe_mode=True)
+    except (OSError, ValueError) as error:
+        raise SweeperError(f"Cannot load the backbone {path}: {error}") from None
+    dense = [layer for layer in source.layers if isinstance(layer, layers.Dense)]
+    if not dense or "rescale" not in {layer.name for layer in source.layers}:
+        raise SweeperError(f"{path} is not a sweeper model (raw pixels, rescale, classifier)")
+    start = source.get_layer("rescale").output
+    return keras.Model(start, dense[-1].input, name="backbone")
 
 
 def _backbone(p: dict, input_shape: tuple[int, int, int]) -> keras.Model:

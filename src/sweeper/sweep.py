@@ -152,14 +152,7 @@ def run_sweep(
     tracking_uri: str | None = None,
 ) -> str:
     """Runs the sweep to its budget (or resumes it); returns the parent run id."""
-    dataset = data.load(
-        spec.dataset,
-        data_dir=data_dir,
-        limit=spec.limit,
-        val_fraction=spec.val_fraction,
-        seed=spec.seed,
-        image_size=spec.image_size,
-    )
+    dataset = _load(spec, data_dir, spec.limit)
     tracking.configure(tracking_uri)
     experiment = tracking.experiment_id(dataset.name)
     parent = _open_parent(spec, dataset, experiment)
@@ -171,15 +164,8 @@ def run_sweep(
             log.info("study %s already %s", spec.study, reason)
         else:
             engine.search(sweep)
-        if spec.refit_epochs:
-            full = data.load(
-                spec.dataset,
-                data_dir=data_dir,
-                val_fraction=spec.val_fraction,
-                seed=spec.seed,
-                image_size=spec.image_size,
-            )
-            refit(spec, full, experiment, parent, engine.trials())
+        if spec.refit_epochs:  # on all the training data: no `data.limit`
+            refit(spec, _load(spec, data_dir, None), experiment, parent, engine.trials())
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -187,6 +173,17 @@ def run_sweep(
     finally:
         parent.end(status)
     return parent.run_id
+
+
+def _load(spec: SweepSpec, data_dir: str | None, limit: int | None) -> data.Dataset:
+    return data.load(
+        spec.dataset,
+        data_dir=data_dir,
+        limit=limit,
+        val_fraction=spec.val_fraction,
+        seed=spec.seed,
+        image_size=spec.image_size,
+    )
 
 
 def refit(

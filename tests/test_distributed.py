@@ -126,6 +126,9 @@ def test_three_workers_share_one_budget(cluster, tmp_path, data_dir):
     assert sorted(int(c.data.tags["trial_number"]) for c in finished) == sorted(
         t.number for t in complete
     )  # each trial ran once, in one run
+    best = max(complete, key=lambda t: (t.value, -t.number))  # from all workers' trials
+    assert parent.data.tags["best_run"].split(" (")[0].endswith(f" #{best.number}")
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best.value)
 
 
 def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cluster, tmp_path, data_dir):

@@ -49,7 +49,9 @@ def test_sweep_logs_parent_and_children_then_resumes(workdir, engine):
         steps = MlflowClient().get_metric_history(child.info.run_id, "val_accuracy")
         assert [m.step for m in steps] == [1]
         assert child.outputs.model_outputs, "each child logs its model"
-    assert "best_val_accuracy" in parent.data.metrics
+    best = max(children, key=lambda c: c.data.metrics["best_val_accuracy"])
+    assert parent.data.tags["best_run"] == f"{best.info.run_name} ({best.info.run_id})"
+    assert parent.data.metrics["best_val_accuracy"] == best.data.metrics["best_val_accuracy"]
     assert parent.data.metrics["baseline_documented_accuracy"] == 0.985
     assert "sweep.yaml" in {a.path for a in MlflowClient().list_artifacts(parent.info.run_id)}
 

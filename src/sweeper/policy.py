@@ -79,3 +79,14 @@ def first_points(spec: SweepSpec) -> list[tuple[str, dict]]:
 
 def finished(trials: Sequence[PastTrial]) -> int:
     return sum(t.state in FINISHED for t in trials)
+
+
+def best(trials: Sequence[PastTrial], direction: str) -> PastTrial | None:
+    """The completed trial with the best value (the lowest number among equals)."""
+    sign = 1 if direction == "maximize" else -1
+    done = [
+        (sign * t.value, -t.number, t)
+        for t in trials
+        if t.state == COMPLETE and t.value is not None
+    ]
+    return max(done, key=lambda ranked: ranked[:2], default=(0.0, 0, None))[2]

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from sweeper import baselines, data, engines, policy, runner, schema, space, tracking
 from sweeper.config import SweepSpec
-from sweeper.engines.base import COMPLETE, Engine, Outcome, PastTrial, Report
+from sweeper.engines.base import COMPLETE, PRUNED, Engine, Outcome, PastTrial, Report
 from sweeper.errors import SweeperError
 from sweeper.tracking import names
 
@@ -42,7 +42,7 @@ class SweepRun:
         self.policy = policy.Policy(spec)
         self.first_points = policy.first_points(spec)
         self.started = time.perf_counter()
-        self.best_value = parent.metric(names.best(spec.metric), math.nan)
+        self.best_number: int | None = None  # the trial the parent names as best
 
     def stop_reason(self, trials: Sequence[PastTrial], *, holding: bool = False) -> str | None:
         return self.policy.stop_reason(trials, holding=holding)
@@ -110,18 +110,9 @@ class SweepRun:
         return Outcome(value, result.pruned)
 
     def _record(self, number, label, run_id, value, result):
-        better = (
-            value > self.best_value
-            if self.spec.direction == "maximize"
-            else value < self.best_value
-        )
         state = names.PRUNED if result.pruned else names.COMPLETE
-        test_accuracy = result.test[names.TEST_ACCURACY]
-        if not result.pruned and (math.isnan(self.best_value) or better):
-            self.best_value = value
-            self.parent.log_best(
-                self.spec.metric, value, test_accuracy, number, f"{label} ({run_id})"
-            )
+        latest = PastTrial(number, PRUNED if result.pruned else COMPLETE, value)
+        best = self.update_best([latest])
         elapsed = time.perf_counter() - self.started
         log.info(
             "  %s %s: %s=%.4f test_accuracy=%.4f; best so far %.4f (%.1f min)",
@@ -129,12 +120,12 @@ class SweepRun:
             state,
             self.spec.metric,
             value,
-            test_accuracy,
-            self.best_value,
+            result.test[names.TEST_ACCURACY],
+            best.value if best and best.value is not None else value,
             elapsed / 60,
         )
         if not result.pruned and self.spec.reached(value):
-            self.parent.log_target_reached(elapsed, number, f"{label} ({run_id})")
+            self._note(self.parent.log_target_reached, elapsed, number, f"{label} ({run_id})")
             log.info(
                 "target %s %g reached by %s after %.1f min; stopping the sweep",
                 self.spec.metric,
@@ -142,6 +133,34 @@ class SweepRun:
                 label,
                 elapsed / 60,
             )
+
+    def update_best(self, latest: Sequence[PastTrial] = ()) -> PastTrial | None:
+        """Names on the parent the best completed trial of the whole study, any worker's
+        (`latest`: trials finished here that the engine has not recorded yet)."""
+        recorded = {t.number: t for t in self.engine.trials()}
+        best = policy.best([*recorded.values(), *latest], self.spec.direction)
+        if best is None or best.number == self.best_number:
+            return best
+        run = tracking.trial_of(self.parent.run_id, best.number)
+        if run is None:  # its worker is still writing it; a later update names it
+            return best
+        test_accuracy = run.data.metrics.get(names.TEST_ACCURACY, math.nan)
+        label = f"{run.info.run_name} ({run.info.run_id})"
+        if self._note(
+            self.parent.log_best, self.spec.metric, best.value, test_accuracy, best.number, label
+        ):
+            self.best_number = best.number
+        return best
+
+    def _note(self, write: Callable[..., None], *args: object) -> bool:
+        """Writes to the parent run; a failure there (a store busy with other workers, say)
+        must not fail a trial whose own run is complete. The next update writes again."""
+        try:
+            write(*args)
+        except tracking.TrackingError as error:
+            log.warning("could not update the sweep's parent run: %s", error)
+            return False
+        return True
 
 
 def run_sweep(
@@ -164,6 +183,7 @@ def run_sweep(
             log.info("study %s already %s", spec.study, reason)
         else:
             engine.search(sweep)
+        sweep.update_best()  # other workers may have finished after this one's last trial
         if spec.refit_epochs:  # on all the training data: no `data.limit`
             refit(spec, _load(spec, data_dir, None), experiment, parent, engine.trials())
         status = "FINISHED"
@@ -198,20 +218,10 @@ def refit(
     tagged `refit_of` its trial: the long run of a search made of short ones. Its test
     accuracy is measured once, after the choice; a sweep resumed later refits only a new best.
     """
-    sign = 1 if spec.direction == "maximize" else -1
-    done = [(sign * t.value, t) for t in trials if t.state == COMPLETE and t.value is not None]
-    if not done or not spec.refit_epochs:
+    best = policy.best(trials, spec.direction)
+    if best is None or not spec.refit_epochs:
         return None
-    best = max(done, key=lambda pair: pair[0])[1]
-    trial = next(
-        (
-            r
-            for r in tracking.children(parent.run_id)
-            if r.data.tags.get(names.TRIAL_NUMBER) == str(best.number)
-            and r.data.tags.get(names.KIND) == names.KIND_TRIAL
-        ),
-        None,
-    )
+    trial = tracking.trial_of(parent.run_id, best.number)
     if trial is None:
         return None
     if tracking.search_runs(

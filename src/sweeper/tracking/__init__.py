@@ -9,6 +9,7 @@ from __future__ import annotations
 from sweeper.tracking import names
 from sweeper.tracking.store import (
     ParentRun,
+    TrackingError,
     children,
     configure,
     default_uri,
@@ -19,6 +20,7 @@ from sweeper.tracking.store import (
     metric_history,
     search_runs,
     tracking_uri,
+    trial_of,
 )
 from sweeper.tracking.trial import (
     EpochLogger,
@@ -33,6 +35,7 @@ from sweeper.tracking.trial import (
 __all__ = [
     "EpochLogger",
     "ParentRun",
+    "TrackingError",
     "TrialRun",
     "children",
     "configure",
@@ -50,4 +53,5 @@ __all__ = [
     "search_runs",
     "trial_run",
     "tracking_uri",
+    "trial_of",
 ]

@@ -19,6 +19,7 @@ from sweeper.tracking import names
 from sweeper.tracking.query import where
 
 STORE_DIR = Path("mlruns")
+TrackingError = mlflow.exceptions.MlflowException  # what a failed write to the store raises
 
 
 def default_uri() -> str:
@@ -69,6 +70,19 @@ def children(parent_run_id: str) -> list[Run]:
     """The trial runs of a sweep, ordered by trial number."""
     runs = search_runs({names.PARENT: parent_run_id})
     return sorted(runs, key=lambda r: int(r.data.tags.get(names.TRIAL_NUMBER, -1)))
+
+
+def trial_of(parent_run_id: str, number: int) -> Run | None:
+    """The completed run of trial `number` of a sweep, if its worker has written it."""
+    runs = search_runs(
+        {
+            names.PARENT: parent_run_id,
+            names.KIND: names.KIND_TRIAL,
+            names.TRIAL_NUMBER: number,
+            names.STATE: names.COMPLETE,
+        }
+    )
+    return runs[0] if runs else None
 
 
 def get_run(run_id: str) -> Run | None:
@@ -141,9 +155,6 @@ class ParentRun:
                 client.delete_run(mine)
         client.update_run(existing.info.run_id, status="RUNNING")
         return cls(existing.info.run_id, client)
-
-    def metric(self, name: str, default: float) -> float:
-        return self.client.get_run(self.run_id).data.metrics.get(name, default)
 
     def log_best(
         self, metric: str, value: float, test_accuracy: float, number: int, run_label: str

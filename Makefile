@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DATASET ?= mnist
+comma := ,
 # The offline copies beside this checkout, when present; otherwise Keras downloads.
 SHARED_DATA := $(wildcard ../shared/data)
 export SWEEPER_DATA_DIR ?= $(SHARED_DATA)
@@ -12,12 +13,12 @@ export SWEEPER_DATA_DIR ?= $(SHARED_DATA)
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(BIN)/sweeper  ## Make .venv and install sweeper with its dev extras
+install: $(BIN)/sweeper  ## Make .venv and install sweeper with its dev extras (GPU=1: and CUDA's libraries)
 
 $(BIN)/sweeper: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev$(if $(GPU),$(comma)gpu)]"
 	@touch $@
 
 lint: install  ## ruff (lint and format check) and mypy on src/
@@ -28,11 +29,12 @@ lint: install  ## ruff (lint and format check) and mypy on src/
 test: install  ## Run the test suite (offline, tiny data)
 	$(BIN)/pytest -q
 
-sweep: install  ## Run sweeps/$(DATASET).yaml; TRIALS, ENGINE, TIMEOUT (minutes), EPOCHS, TARGET, LIMIT pass through
+sweep: install  ## Run sweeps/$(DATASET).yaml; TRIALS, ENGINE, TIMEOUT=minutes (TIMEOUT=120 is 2 h), EPOCHS, TARGET, LIMIT, WORKERS pass through
 	$(BIN)/sweeper sweep sweeps/$(DATASET).yaml \
 		$(if $(TRIALS),--trials $(TRIALS)) $(if $(ENGINE),--engine $(ENGINE)) \
 		$(if $(TIMEOUT),--timeout $(TIMEOUT)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
-		$(if $(TARGET),--target $(TARGET)) $(if $(LIMIT),--limit $(LIMIT))
+		$(if $(TARGET),--target $(TARGET)) $(if $(LIMIT),--limit $(LIMIT)) \
+		$(if $(WORKERS),--workers $(WORKERS))
 
 baseline: install  ## Run one documented recipe: make baseline NAME=cnn-mnist
 	$(BIN)/sweeper baseline $(NAME)

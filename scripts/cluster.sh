@@ -2,14 +2,22 @@
 # A cluster on one machine, to try scale-out: PostgreSQL (Optuna's storage and MLflow's
 # backend store) and an MLflow tracking server, both bound to 127.0.0.1.
 #   scripts/cluster.sh start | stop | env
-# CLUSTER_DIR (default .cluster), PG_PORT (5433), MLFLOW_PORT (5001) choose where.
+# CLUSTER_DIR (default .cluster), PG_PORT (5433), MLFLOW_PORT (5001) choose where; the
+# database password is in CLUSTER_DIR/password (mode 0600), and in the printed storage URL.
 set -euo pipefail
 dir=$(mkdir -p "${CLUSTER_DIR:-.cluster}" && cd "${CLUSTER_DIR:-.cluster}" && pwd)
 pg_port=${PG_PORT:-5433}
 mlflow_port=${MLFLOW_PORT:-5001}
 python=${PYTHON:-$(dirname "$0")/../.venv/bin/python}
 pg_bin=$(dirname "$(readlink -f "$(command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl | tail -n 1)")")
-db_url="postgresql://postgres@127.0.0.1:$pg_port"
+# PostgreSQL asks for a password on TCP (scram-sha-256), generated once into a file only
+# its owner reads; peer authentication on its private socket.
+secret="$dir/password"
+if [ ! -f "$secret" ]; then
+  (umask 077 && "$python" -c "import secrets; print(secrets.token_hex(16))" >"$secret")
+fi
+export PGPASSWORD=$(cat "$secret")
+db_url="postgresql://postgres:$PGPASSWORD@127.0.0.1:$pg_port"
 
 as_postgres() {  # PostgreSQL refuses to run as root
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -26,7 +34,12 @@ start)
   if [ ! -f "$pg_home/pg/PG_VERSION" ]; then
     mkdir -p "$pg_home/pg" "$pg_home/socket"
     if [ "$(id -u)" = 0 ]; then chown postgres "$pg_home" "$pg_home/pg" "$pg_home/socket"; fi
-    as_postgres "$pg_bin/initdb" -D "$pg_home/pg" -U postgres --auth=trust >"$dir/initdb.log"
+    pwfile="$pg_home/pwfile"
+    (umask 077 && echo "$PGPASSWORD" >"$pwfile")
+    if [ "$(id -u)" = 0 ]; then chown postgres "$pwfile"; fi
+    as_postgres "$pg_bin/initdb" -D "$pg_home/pg" -U postgres --pwfile="$pwfile" \
+      --auth-local=peer --auth-host=scram-sha-256 >"$dir/initdb.log"
+    rm -f "$pwfile"
   fi
   as_postgres "$pg_bin/pg_ctl" -D "$pg_home/pg" -l "$pg_home/pg.log" -w start -o \
     "-p $pg_port -c listen_addresses=127.0.0.1 -k $pg_home/socket -c max_connections=200" \

@@ -1,5 +1,6 @@
 """The command line through click's test runner: the light front door, listings, verbosity."""
 
+import os
 import subprocess
 import sys
 
@@ -95,7 +96,39 @@ def test_quiet_hides_progress_and_verbose_shows_it(workdir):
     path = sweep_file(workdir, "quiet", budget={"trials": 1, "max_epochs": 1})
     quiet = CliRunner().invoke(main, ["-q", "sweep", str(path)])
     assert quiet.exit_code == 0, quiet.output
-    assert "trial 1/1" not in quiet.output and "epoch 1/1" not in quiet.output
+    assert "trial cnn #0" not in quiet.output and "epoch 1/1" not in quiet.output
     loud = CliRunner().invoke(main, ["-v", "sweep", str(path), "--trials", "2"])
     assert loud.exit_code == 0, loud.output
-    assert "trial 2/2" in loud.output and "epoch 1/1" in loud.output
+    assert "(1 of 2 finished)" in loud.output and "epoch 1/1" in loud.output
+
+
+def test_ctrl_c_stops_the_ui_quietly(tmp_path):
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "sweeper.cli", "ui", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    for _ in range(240):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.5)
+    else:
+        ui.kill()
+        raise AssertionError(ui.communicate()[0])
+    ui.send_signal(signal.SIGINT)
+    out, _ = ui.communicate(timeout=60)
+    assert ui.returncode == 0, out
+    assert "MLflow UI stopped" in out and "Traceback" not in out, out
+    assert "trial is marked failed" not in out

@@ -67,6 +67,8 @@ def test_a_valid_file_loads_into_a_spec(tmp_path):
             "pruner: expected pruner (none, median, hyperband, successive-halving)",
         ),
         ({"budget": {"trials": 0}}, "budget.trials: expected a positive number. Received: 0"),
+        ({"workers": 0}, "workers: expected a number of workers (1 or more) or auto. Received: 0"),
+        ({"workers": "all"}, "workers: expected a number of workers (1 or more) or auto"),
         (
             {"budget": {"trails": 3}},
             "budget.trails: expected one of trials, timeout_minutes, max_epochs",

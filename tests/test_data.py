@@ -141,6 +141,34 @@ def test_csv_with_a_short_row_is_refused(tmp_path):
         data.load(f"csv:{tmp_path / 'bad.csv'}")
 
 
+def test_csv_listing_missing_files_names_the_first_and_counts_them(image_folder):
+    rows = [f"{c}/{c}_{i}.png,{c}" for c in ("cat", "dog") for i in range(12)]
+    rows += ["elsewhere/x.png,cat", "elsewhere/y.png,dog"]
+    (image_folder / "moved.csv").write_text("\n".join(rows))
+    with pytest.raises(DataError) as error:
+        data.load(f"csv:{image_folder / 'moved.csv'}", image_size=(16, 16))
+    message = str(error.value)
+    assert "2 of 26 listed image(s) not found" in message
+    assert str(image_folder / "elsewhere" / "x.png") in message
+    assert "resolve from the CSV's own folder" in message
+
+
+def test_a_download_without_network_says_where_to_put_the_files(monkeypatch):
+    import keras
+
+    def offline():
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: [Errno -3]")
+
+    monkeypatch.delenv("SWEEPER_DATA_DIR", raising=False)
+    monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data", offline)
+    with pytest.raises(DataError) as error:
+        data.load("fashion_mnist", limit=7)
+    message = str(error.value)
+    assert message.startswith("fashion_mnist: Keras could not download it (Exception: URL fetch")
+    assert "DIR/fashion_mnist/ and give --data-dir DIR or set SWEEPER_DATA_DIR=DIR" in message
+    assert "\n" not in message
+
+
 @needs_shared_data("mnist")
 def test_real_mnist_from_shared_data():
     ds = data.load("mnist", data_dir=SHARED_DATA)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 import optuna
@@ -170,18 +171,19 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cluster, tmp_p
     assert retries[0].params == killed.params
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 6
     lost = MlflowClient().get_run(killed.user_attrs["mlflow_run_id"])
-    assert lost.info.status == "FAILED" and "stopped answering" in lost.data.tags["error"]
+    assert lost.info.status == "FAILED" and "its worker died" in lost.data.tags["error"]
     _, children = sweep_runs(tracking, "killed")
     assert len([c for c in children if c.data.tags["state"] == "complete"]) == 6
 
 
-def test_workers_option_refuses_sqlite(tmp_path, data_dir):
-    path = write_sweep(tmp_path, "local", 2)
-    result = subprocess.run(
-        [sys.executable, "-m", "sweeper.cli", "sweep", str(path), "--workers", "2"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 2
-    assert "--workers needs a storage several processes can share" in result.stderr
+def test_the_cluster_database_asks_for_its_generated_password(cluster):
+    import psycopg
+
+    storage, _ = cluster
+    url = urlparse(storage)
+    assert url.password and len(url.password) == 32
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(
+            host="127.0.0.1", port=url.port, user="postgres", dbname="optuna", password="guess"
+        )
+    psycopg.connect(storage).close()

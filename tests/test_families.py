@@ -67,6 +67,20 @@ def test_transfer_freezes_the_backbone_then_fine_tunes_its_last_layers():
     assert trainable == ["block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"]
 
 
+def test_imagenet_weights_that_cannot_download_say_what_to_do_in_one_line(monkeypatch):
+    import keras
+
+    def offline(**kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...")
+
+    monkeypatch.setattr(keras.applications, "VGG16", offline)
+    with pytest.raises(SweeperError) as error:
+        build("transfer", {"weights": "imagenet", "input_size": 32}, (32, 32, 3), 2)
+    message = str(error.value)
+    assert message.startswith("could not download the ImageNet weights of vgg16 (URL fetch")
+    assert "weights: PATH.weights.h5 (a local copy) or weights: none" in message
+
+
 def test_transfer_reads_a_local_weights_file(tmp_path):
     import keras
 

@@ -5,10 +5,11 @@ import math
 import keras
 import mlflow
 import numpy as np
+import yaml
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from conftest import write_image_folder
+from conftest import TINY_SWEEP, write_image_folder
 from sweeper import data, results
 from sweeper.cli import main
 
@@ -138,3 +139,57 @@ def test_mlflow_server_serves_the_sweep_over_rest(store):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_export_refuses_to_overwrite_a_file_without_force(store):
+    first = CliRunner().invoke(main, ["best", "--sweep", "tiny", "--export", "once.keras"])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(main, ["best", "--sweep", "tiny", "--export", "once.keras"])
+    assert again.exit_code == 2 and "once.keras exists; --force overwrites it" in again.output
+    forced = ["best", "--sweep", "tiny", "--export", "once.keras", "--force"]
+    assert CliRunner().invoke(main, forced).exit_code == 0
+
+
+def test_best_measures_the_baseline_by_the_sweeps_own_recipe_trial(store):
+    result = CliRunner().invoke(main, ["best", "--sweep", "tiny", "--family", "cnn"])
+    assert result.exit_code == 0, result.output
+    recipe_trial = MlflowClient().search_runs(
+        [mlflow.get_experiment_by_name("mnist").experiment_id],
+        "tags.study = 'tiny' and tags.baseline = 'yes'",
+    )
+    assert len(recipe_trial) == 1 and recipe_trial[0].info.run_name == "cnn #0"
+    accuracy = recipe_trial[0].data.metrics["test_accuracy"]
+    assert (
+        f"measured {accuracy:.4f} (run {recipe_trial[0].info.run_id}, cnn #0: this sweep's "
+        "recipe trial)" in result.output
+    )
+
+
+def test_best_never_compares_across_datasets_silently(tmp_path, monkeypatch, data_dir):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("SWEEPER_DATA_DIR", str(data_dir))
+    for dataset in ("mnist", "cifar10"):
+        path = tmp_path / f"{dataset}.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    **TINY_SWEEP,
+                    "dataset": dataset,
+                    "study": dataset,
+                    "budget": {"trials": 1, "max_epochs": 1},
+                    "families": {"mlp": {"units": 8}},
+                }
+            )
+        )
+        assert CliRunner().invoke(main, ["sweep", str(path)]).exit_code == 0
+    result = CliRunner().invoke(main, ["best"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "dataset   cifar10, the latest sweep's (runs on cifar10, mnist: --dataset picks one)"
+        in result.output
+    )
+    assert "family    mlp on cifar10" in result.output
+    assert (
+        "family    mlp on mnist" in CliRunner().invoke(main, ["best", "--dataset", "mnist"]).output
+    )

@@ -49,6 +49,9 @@ def test_sweep_logs_parent_and_children_then_resumes(workdir, engine):
         steps = MlflowClient().get_metric_history(child.info.run_id, "val_accuracy")
         assert [m.step for m in steps] == [1]
         assert child.outputs.model_outputs, "each child logs its model"
+        (trained_on,) = child.inputs.dataset_inputs  # MLflow's Dataset column
+        assert trained_on.dataset.name == "mnist" and trained_on.dataset.digest
+        assert [t.value for t in trained_on.tags] == ["training"]
     best = max(children, key=lambda c: c.data.metrics["best_val_accuracy"])
     assert parent.data.tags["best_run"] == f"{best.info.run_name} ({best.info.run_id})"
     assert parent.data.metrics["best_val_accuracy"] == best.data.metrics["best_val_accuracy"]
@@ -81,6 +84,7 @@ def test_a_met_target_stops_the_trial_and_the_sweep(workdir, engine):
     assert len(children) == 1  # of a budget of 4
     assert children[0].data.tags["baseline"] == "no"
     assert children[0].data.metrics["epochs"] == 1  # of 3: it stopped where it met the target
+    assert children[0].data.tags["stopped_by"] == "target"
     assert parent.data.tags["target_reached_by"].startswith(children[0].info.run_name)
     assert parent.data.metrics["target_reached_seconds"] > 0
 
@@ -108,6 +112,7 @@ def test_a_passed_timeout_starts_no_more_trials(workdir, engine, sampler):
     children = children_of(parent_of(study).info.run_id)
     assert len(children) <= 1  # Optuna always runs one; either ends it after an epoch
     assert all(c.data.metrics["epochs"] == 1 for c in children)
+    assert all(c.data.tags["stopped_by"] == "timeout" for c in children)
 
 
 class AlwaysPrune(optuna.pruners.BasePruner):
@@ -131,29 +136,31 @@ def test_a_pruned_trial_is_logged_with_its_curves_so_far(workdir, monkeypatch):
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
 
 
-def test_a_nan_trial_is_logged_failed_and_the_sweep_goes_on(workdir):
+def test_a_diverged_trial_is_pruned_not_failed_and_the_sweep_goes_on(workdir):
     families = {
         **TINY_SWEEP["families"],
         "mlp": {"optimizer": "sgd", "momentum": 0.0, "learning_rate": 1.0e12},
     }
     spec = config.load(
-        sweep_file(workdir, "nan", families=families, budget={"trials": 1, "max_epochs": 2})
+        sweep_file(workdir, "nan", families=families, budget={"trials": 2, "max_epochs": 2})
     )
     study = optuna.create_study(study_name="nan", storage=optuna_engine.make_storage(None))
     study.enqueue_trial({"family": "mlp"})  # runs before the cnn baseline
     parent = run_sweep(spec)
     children = children_of(parent)
     assert [c.info.run_name for c in children] == ["mlp #0", "cnn #1"]
-    assert children[0].info.status == "FAILED" and children[0].data.tags["state"] == "failed"
-    assert "NaN" in children[0].data.tags["error"]
+    diverged = children[0]
+    assert diverged.data.tags["state"] == "pruned" and diverged.info.status == "KILLED"
+    assert diverged.data.tags["stopped_by"] == "diverged"
     assert children[1].data.tags["state"] == "complete"
+    assert "stopped_by" not in children[1].data.tags
     states = [
         t.state
         for t in optuna.load_study(
             study_name="nan", storage=optuna_engine.make_storage(None)
         ).trials
     ]
-    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert states == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE]
 
 
 def test_ctrl_c_fails_the_running_trial_and_leaves_the_study_resumable(workdir, monkeypatch):
@@ -175,6 +182,34 @@ def test_ctrl_c_fails_the_running_trial_and_leaves_the_study_resumable(workdir, 
     children = children_of(parent.info.run_id)
     assert [c.data.tags["state"] for c in children] == ["failed", "complete"]
     assert parent_of("interrupt").info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("engine", ["optuna", "keras-tuner"])
+def test_trials_failing_in_a_row_end_the_sweep_with_one_line_and_a_non_zero_exit(
+    workdir, monkeypatch, engine
+):
+    study = f"failing-{engine}"
+    path = sweep_file(
+        workdir, study, engine=engine, sampler="random", budget={"trials": 5, "max_epochs": 1}
+    )
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of device memory")
+
+    monkeypatch.setattr(runner, "train", broken)
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f"error: sweep {study} stopped: 3 trials failed in a row; the last: ")
+    assert last.endswith(" #2: RuntimeError: out of device memory")
+    if engine == "optuna":  # Keras Tuner prints each failed trial's traceback itself
+        assert "Traceback" not in result.output
+    parent = parent_of(study)
+    assert parent.info.status == "FAILED"
+    children = children_of(parent.info.run_id)
+    assert [c.data.tags["state"] for c in children] == ["failed"] * 3
+    traceback = mlflow.artifacts.load_text(f"runs:/{children[0].info.run_id}/traceback.txt")
+    assert "Traceback" in traceback and "RuntimeError: out of device memory" in traceback
 
 
 def test_cli_reports_a_bad_sweep_file_in_one_line_and_writes_nothing(workdir):

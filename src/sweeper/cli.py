@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from sweeper import engines
+from sweeper import devices, engines
 from sweeper.errors import SweeperError
 
 # Libraries whose INFO lines are diagnostics: shown with -v only.
@@ -26,8 +28,10 @@ class _ConsoleHandler(logging.Handler):
     """Progress (INFO) to stdout as plain lines, problems to stderr with their level. Looks
     the streams up at each line, so it follows click's test runner and redirections."""
 
+    prefix = ""  # a worker's name, so several workers' lines can be told apart
+
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
+        message = self.prefix + record.getMessage()
         if record.levelno >= logging.WARNING:
             print(f"{record.levelname.lower()}: {message}", file=sys.stderr, flush=True)
         else:
@@ -42,8 +46,35 @@ def setup_logging(verbosity: int) -> None:
     logger.handlers[:] = [_ConsoleHandler()]
     logger.setLevel(level)
     logger.propagate = False
+    # TensorFlow's warnings are about tracing, Optuna's repeat a failed trial's traceback
+    # (kept in the trial's run): noise for users, shown with -v.
     for name in LIBRARY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO if verbosity > 0 else logging.WARNING)
+        quiet = logging.ERROR if name in ("tensorflow", "optuna") else logging.WARNING
+        logging.getLogger(name).setLevel(logging.INFO if verbosity > 0 else quiet)
+    # MLflow sets its loggers' level from this when it is imported, after this runs.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbosity > 0 else "WARNING")
+    if worker := os.environ.get(devices.WORKER_VARIABLE):
+        _ConsoleHandler.prefix = f"[worker {worker}] "
+
+
+def load_tensorflow() -> None:
+    """Imports TensorFlow and Keras and finds the devices with their native start-up lines
+    (absl, oneDNN, CUDA's probe) hidden, unless -v: C++ writes them to the process's stderr,
+    where no Python logger can filter them."""
+    if "tensorflow" in sys.modules or logging.getLogger("sweeper").isEnabledFor(logging.DEBUG):
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras  # noqa: F401  (loads TensorFlow, its backend)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # CUDA's probe logs an error where no GPU answers
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def data_options(f: Callable) -> Callable:
@@ -66,6 +97,23 @@ def tracking_option(f: Callable) -> Callable:
         envvar="MLFLOW_TRACKING_URI",
         help="MLflow store; default sqlite under ./mlruns.",
     )(f)
+
+
+class WorkersType(click.ParamType):
+    """A number of workers (1 or more), or `auto`."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
+        if value == "auto":
+            return value
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = 0
+        if number < 1:
+            self.fail(f"expected a number of workers (1 or more) or auto. Received: {value}")
+        return number
 
 
 def user_errors(f: Callable) -> Callable:
@@ -179,6 +227,7 @@ def baseline(
                 f"{b.name:22} {b.dataset or 'folder:PATH':14} documented {documented:11} {b.source}"
             )
         return
+    load_tensorflow()
     result = baselines.run(
         baselines.get(name),
         dataset=dataset,
@@ -212,8 +261,8 @@ def baseline(
 @click.option(
     "--storage",
     envvar="SWEEPER_STORAGE",
-    help="Optuna storage URL (default sqlite:///mlruns/optuna.db); "
-    "postgresql://... for many workers.",
+    help="Optuna storage: a .journal file or an RDB URL (default mlruns/optuna.journal, "
+    "which the workers of one machine share); postgresql://... for many machines.",
 )
 @click.option("--study", help="Study name (default: the file's `study`, else its name).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Max epochs per trial.")
@@ -229,11 +278,10 @@ def baseline(
 )
 @click.option(
     "--workers",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Trial processes side by side on this machine (needs --storage that "
-    "several processes can share, e.g. PostgreSQL).",
+    type=WorkersType(),
+    help="Trial processes side by side on this machine, or `auto`: one per GPU, else one "
+    "single-threaded worker per core (see `sweeper devices`). Default: the file's "
+    "`workers`, else 1.",
 )
 @click.option(
     "--threads",
@@ -241,6 +289,8 @@ def baseline(
     help="CPU threads for TensorFlow in this process (default: all; with "
     "--workers, an equal share each).",
 )
+@click.option("--as-worker", type=int, hidden=True)  # set by the supervisor for its workers
+@click.option("--deadline", type=float, hidden=True)  # the supervisor's, in time.time() s
 @data_options
 @tracking_option
 @user_errors
@@ -254,14 +304,18 @@ def sweep(
     epochs: int | None,
     refit_epochs: int | None,
     target: float | None,
-    workers: int,
+    workers: int | str | None,
     threads: int | None,
+    as_worker: int | None,
+    deadline: float | None,
     data_dir: str | None,
     limit: int | None,
     tracking_uri: str | None,
 ) -> None:
     """Run (or resume) the sweep described in SWEEP_FILE."""
     from sweeper import config
+
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C
 
     spec = config.load(sweep_file).with_overrides(
         trials=trials,
@@ -272,17 +326,47 @@ def sweep(
         refit_epochs=refit_epochs,
         target=target,
         limit=limit,
+        workers=workers,
     )
     if expected := config.target_problem(spec.metric, spec.target):
         raise SweeperError(f"--target: expected {expected}. Received: {spec.target:g}")
-    from sweeper.sweep import run_sweep, run_workers  # TensorFlow and MLflow load here
+    load_tensorflow()
+    from sweeper.sweep import run_sweep
 
-    if workers > 1:
-        sys.exit(run_workers(spec, workers, storage=storage, argv=sys.argv[1:]))
-    if threads:
-        from sweeper.train import set_threads
+    if spec.workers != 1 and not as_worker:
+        from sweeper.workers import supervise
 
-        set_threads(threads)
+        _describe(spec)
+        parent = supervise(
+            spec,
+            None if spec.workers == "auto" else int(spec.workers),
+            argv=sys.argv[1:],
+            storage=storage,
+            data_dir=data_dir,
+            tracking_uri=tracking_uri,
+        )
+        click.echo(f"sweep {spec.study} done; parent run {parent}")
+        return
+    devices.setup(threads)
+    if not as_worker:
+        _describe(spec)
+    parent = run_sweep(
+        spec,
+        storage=storage,
+        data_dir=data_dir,
+        tracking_uri=tracking_uri,
+        deadline=deadline,
+        supervised=bool(as_worker),
+    )
+    if not as_worker:
+        click.echo(f"sweep {spec.study} done; parent run {parent}")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _describe(spec: Any) -> None:
     click.echo(
         f"sweep {spec.study}: {spec.dataset}, {', '.join(spec.families)}; "
         f"{spec.engine}/{spec.sampler}, pruner {spec.pruner}, {spec.trials} trials"
@@ -290,8 +374,27 @@ def sweep(
         f"<= {spec.max_epochs} epochs each"
         f"{f'; stops at {spec.metric} {spec.target:g}' if spec.target else ''}"
     )
-    parent = run_sweep(spec, storage=storage, data_dir=data_dir, tracking_uri=tracking_uri)
-    click.echo(f"sweep {spec.study} done; parent run {parent}")
+
+
+@main.command("devices")
+@user_errors
+def devices_command() -> None:
+    """What TensorFlow trains on here, and what `--workers auto` would start."""
+    load_tensorflow()
+    for line in devices.describe():
+        click.echo(line)
+    plan = devices.plan(
+        None,
+        trials=10**6,
+        data_bytes=0,
+        gpu_ids=devices.gpus(),
+        n_cores=devices.cores(),
+        memory=devices.available_memory(),
+    )
+    click.echo(
+        f"--workers auto: {plan.workers} worker(s) x {plan.threads} thread(s) ({plan.why}; "
+        "fewer when the sweep has fewer trials or its data fills memory)"
+    )
 
 
 @main.command()
@@ -312,6 +415,7 @@ def sweep(
     type=click.Path(dir_okay=False),
     help="Write the best model to PATH.keras.",
 )
+@click.option("--force", is_flag=True, help="Let --export overwrite an existing file.")
 @tracking_option
 @user_errors
 def best(
@@ -321,16 +425,27 @@ def best(
     family: str | None,
     metric: str,
     export_path: str | None,
+    force: bool,
     tracking_uri: str | None,
 ) -> None:
     """Print the best finished run (and export its model)."""
+    load_tensorflow()
     from sweeper import results, tracking
 
     tracking.configure(tracking_uri)
-    run = results.best_run(results.Selection(dataset, sweep_name, parent, family, metric))
+    selection = results.Selection(dataset, sweep_name, parent, family, metric)
+    latest, datasets = results.latest_dataset(selection)
+    if latest:
+        selection.dataset = latest
+        click.echo(
+            f"dataset   {latest}, the latest sweep's (runs on {', '.join(datasets)}: "
+            "--dataset picks one)"
+        )
+    run = results.best_run(selection)
     click.echo(results.describe(run))
     if export_path:
-        click.echo(f"exported  {results.export(results.refit_of(run) or run, export_path)}")
+        exported = results.export(results.refit_of(run) or run, export_path, force=force)
+        click.echo(f"exported  {exported}")
 
 
 @main.command()
@@ -345,6 +460,7 @@ def best(
 @user_errors
 def report(dataset: str, out: str | None, storage: str | None, tracking_uri: str | None) -> None:
     """Each family's best trial against the documented and measured baselines, with plots."""
+    load_tensorflow()
     from sweeper import report as report_module
     from sweeper import tracking
 
@@ -361,6 +477,7 @@ def report(dataset: str, out: str | None, storage: str | None, tracking_uri: str
 @user_errors
 def rerun(run_id: str, data_dir: str | None, tracking_uri: str | None) -> None:
     """Train a logged run again from its params and seed, as a new run tagged rerun_of."""
+    load_tensorflow()
     from sweeper import results, tracking
 
     tracking.configure(tracking_uri)
@@ -378,6 +495,7 @@ def rerun(run_id: str, data_dir: str | None, tracking_uri: str | None) -> None:
 @user_errors
 def predict(model_path: str, images: tuple[str, ...]) -> None:
     """Class name and probability for each image file."""
+    load_tensorflow()
     from sweeper import results
 
     for image, name, probability in results.predict(model_path, list(images)):
@@ -410,7 +528,15 @@ def ui(port: int, tracking_uri: str | None) -> None:
         "--port",
         str(port),
     ]
-    sys.exit(subprocess.call(command))
+    # Its own session: Ctrl-C reaches only this process, which stops the server quietly
+    # (a SIGINT to MLflow's server processes prints a traceback from each).
+    server = subprocess.Popen(command, start_new_session=True)
+    try:
+        sys.exit(server.wait())
+    except KeyboardInterrupt:
+        server.terminate()
+        server.wait()
+        click.echo("MLflow UI stopped")
 
 
 def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ TOP_KEYS = (
     "precision",
     "baseline_first",
     "refit",
+    "workers",
     "families",
 )
 
@@ -61,6 +62,7 @@ class SweepSpec:
     image_size: tuple[int, int] = data.DEFAULT_IMAGE_SIZE
     limit: int | None = None
     refit_epochs: int | None = None  # retrain the best trial on train + validation
+    workers: int | str = 1  # trial processes on this machine, or "auto" (`devices.plan`)
     text: str = field(default="", repr=False)
 
     def with_overrides(self, **overrides: Any) -> SweepSpec:
@@ -176,6 +178,12 @@ def _build(raw, path, problems) -> SweepSpec | None:
     _unknown(refit, ("epochs",), "refit", problem)
     refit_epochs = _positive(refit, "epochs", None, int, problem, "refit.")
 
+    workers = raw.get("workers", 1)
+    if workers != "auto" and (
+        not isinstance(workers, int) or isinstance(workers, bool) or workers < 1
+    ):
+        problem("workers", "a number of workers (1 or more) or auto", workers)
+
     search = _families(raw.get("families"), problem)
     if isinstance(dataset, str) and not data.mirror_safe(dataset):
         _no_mirrors(search, dataset, problem)
@@ -206,6 +214,7 @@ def _build(raw, path, problems) -> SweepSpec | None:
         image_size=tuple(image_size),
         limit=limit,
         refit_epochs=refit_epochs,
+        workers=workers,
     )
 
 

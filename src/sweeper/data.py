@@ -132,6 +132,7 @@ class Dataset:
     class_names: tuple[str, ...]
     skipped_images: int = 0
     options: dict = field(default_factory=dict)  # how it was loaded, so a run can be redone
+    source: str = ""  # where its files are: a folder, a CSV, Keras' download cache
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -225,6 +226,11 @@ def _load_cached(name, data_dir, limit, val_fraction, seed, image_size) -> Datas
     }
     if name not in NAMED:
         options["image_size"] = list(image_size)
+        source = name.split(":", 1)[1]
+    elif data_dir:
+        source = str(Path(data_dir) / name)
+    else:
+        source = str(Path.home() / ".keras" / "datasets")
     return Dataset(
         display_name(name),
         x_train,
@@ -236,6 +242,7 @@ def _load_cached(name, data_dir, limit, val_fraction, seed, image_size) -> Datas
         tuple(class_names),
         skipped,
         options,
+        str(Path(source).resolve()),
     )
 
 
@@ -271,7 +278,17 @@ def _load_named(name, data_dir):
 def _keras_download(loader_name):
     import keras
 
-    return getattr(keras.datasets, loader_name).load_data()
+    try:
+        return getattr(keras.datasets, loader_name).load_data()
+    except Exception as error:  # Keras wraps network failures in several types
+        if isinstance(error, (KeyboardInterrupt, MemoryError)):
+            raise
+        name = next(n for n, spec in NAMED.items() if spec.keras_loader == loader_name)
+        raise DataError(
+            f"{name}: Keras could not download it ({type(error).__name__}: {error}). Without "
+            f"a network, put its files ({', '.join(NAMED[name].files)}) in DIR/{name}/ and "
+            "give --data-dir DIR or set SWEEPER_DATA_DIR=DIR"
+        ) from None
 
 
 def _with_channels(splits, shape):
@@ -321,6 +338,7 @@ def _load_images(name, image_size, seed):
             train_labels = train_labels[train_idx]
         else:
             test_files, test_labels = _list_class_files(test_dir, class_names)
+    _check_files_exist(name, train_files + test_files)
     x_train, y_train, skipped_train = _read_images(train_files, train_labels, image_size)
     x_test, y_test, skipped_test = _read_images(test_files, test_labels, image_size)
     if len(y_train) == 0:
@@ -383,6 +401,16 @@ def _read_label_csv(csv_path):
     files = [csv_path.parent / r[0].strip() for r in rows]
     labels = np.asarray([index[r[1].strip()] for r in rows], dtype=np.int64)
     return files, labels, class_names
+
+
+def _check_files_exist(name, files):
+    """A CSV that lists files elsewhere is a common mistake: say which and how many."""
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise DataError(
+            f"{name}: {len(missing)} of {len(files)} listed image(s) not found, the first: "
+            f"{missing[0]} (a CSV's paths resolve from the CSV's own folder)"
+        )
 
 
 def _split_indices(n, test_fraction, seed):

@@ -17,7 +17,3 @@ class ConfigError(SweeperError):
         self.problems = list(problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
         super().__init__(f"{self.path}: {len(self.problems)} problem(s)\n{lines}")
-
-
-class TrialFailed(Exception):
-    """One trial went wrong (NaN loss, say): recorded as failed, and the sweep goes on."""

@@ -16,17 +16,29 @@ log = logging.getLogger(__name__)
 
 
 class Policy:
-    def __init__(self, spec: SweepSpec):
+    def __init__(self, spec: SweepSpec, deadline: float | None = None):
+        """`deadline` (time.time() seconds), when a supervisor set one for all its workers;
+        else the sweep's timeout from now."""
         self.spec = spec
-        self.deadline = time.time() + spec.timeout_minutes * 60 if spec.timeout_minutes else None
+        if deadline is None and spec.timeout_minutes:
+            deadline = time.time() + spec.timeout_minutes * 60
+        self.deadline = deadline
         self.failures_in_a_row = 0
+        self.last_error = ""
 
-    def record(self, failed: bool) -> None:
+    def record(self, failed: bool, error: str = "") -> None:
         """Counts this process's failures in a row; several mean something is wrong with
         every trial, not with one."""
         self.failures_in_a_row = self.failures_in_a_row + 1 if failed else 0
+        self.last_error = error if failed else ""
         if self.failures_in_a_row == MAX_FAILURES_IN_A_ROW:
             log.info("stopping: %d trials failed in a row", self.failures_in_a_row)
+
+    def failed_in_a_row(self) -> str | None:
+        """Why this process gave up on failures, with the last error; None when it did not."""
+        if self.failures_in_a_row < MAX_FAILURES_IN_A_ROW:
+            return None
+        return f"{self.failures_in_a_row} trials failed in a row; the last: {self.last_error}"
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.time() > self.deadline
@@ -55,10 +67,13 @@ class Policy:
             return f"used its {self.spec.timeout_minutes:g} minutes"
         return None
 
-    def stop_after_epoch(self, value: float) -> bool:
-        """Whether a trial should stop after an epoch whose objective is `value`: the
-        deadline passed, or the target is met (that trial then completes)."""
-        return self.out_of_time() or self.spec.reached(value)
+    def stop_after_epoch(self, value: float) -> str | None:
+        """Why a trial should stop after an epoch whose objective is `value` ("timeout": the
+        deadline passed; "target": it met the target); None to go on. Either way it
+        completes, tagged with the reason."""
+        if self.out_of_time():
+            return "timeout"
+        return "target" if self.spec.reached(value) else None
 
 
 def first_points(spec: SweepSpec) -> list[tuple[str, dict]]:

@@ -69,6 +69,22 @@ def documented(recipe: baselines.Baseline, dataset: str | None) -> str:
     return f"{recipe.documented_accuracy:.4f}" if recipe.documented_accuracy else "not printed"
 
 
+def latest_dataset(selection: Selection) -> tuple[str | None, list[str]]:
+    """Where nothing narrows the selection to one dataset and runs span several: the latest
+    sweep's dataset, and all of them (so `best` never compares across datasets silently)."""
+    if selection.dataset or selection.sweep or selection.parent:
+        return None, []
+    datasets = sorted({r.data.tags.get(names.DATASET, "?") for r in finished_runs(selection)})
+    if len(datasets) < 2:
+        return None, datasets
+    latest = tracking.search_runs({names.KIND: names.KIND_SWEEP}, newest_first=True, max_results=1)
+    if not latest or latest[0].data.tags.get(names.DATASET) not in datasets:
+        raise SweeperError(
+            f"runs on several datasets: choose one with --dataset ({', '.join(datasets)})"
+        )
+    return latest[0].data.tags[names.DATASET], datasets
+
+
 def best_run(selection: Selection) -> Any:
     runs = finished_runs(selection)
     if not runs:
@@ -99,12 +115,13 @@ def describe(run: Any) -> str:
     ]
     recipe = baselines.for_family(family, dataset)
     if recipe:
-        measured = measured_baseline(recipe.name, p.get("dataset"))
-        seen = (
-            f"{measured.data.metrics['test_accuracy']:.4f} (run {measured.info.run_id})"
-            if measured
-            else "not run yet (sweeper baseline " + recipe.name + ")"
-        )
+        measured = recipe_trial(run, family) or measured_baseline(recipe.name, p.get("dataset"))
+        seen = "not run yet (sweeper baseline " + recipe.name + ")"
+        if measured:
+            where = measured.info.run_id
+            if measured.data.tags.get(names.KIND) == names.KIND_TRIAL:
+                where += f", {measured.info.run_name}: this sweep's recipe trial"
+            seen = f"{measured.data.metrics['test_accuracy']:.4f} (run {where})"
         lines.append(
             f"baseline  {recipe.name}: documented {documented(recipe, dataset)}, measured {seen}"
         )
@@ -134,6 +151,24 @@ def refit_of(run: Any) -> Any:
     return runs[0] if runs else None
 
 
+def recipe_trial(run: Any, family: str) -> Any:
+    """The completed trial of `run`'s sweep that ran `family`'s recipe, if there is one."""
+    parent = run.data.tags.get(names.PARENT)
+    if parent is None:
+        return None
+    runs = tracking.search_runs(
+        {
+            names.PARENT: parent,
+            names.KIND: names.KIND_TRIAL,
+            names.BASELINE: "yes",
+            names.FAMILY: family,
+            names.STATE: names.COMPLETE,
+        },
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
 def measured_baseline(recipe: str, dataset: str | None) -> Any:
     """The newest completed baseline run of `recipe` (on `dataset`), if any."""
     runs = tracking.search_runs(
@@ -149,11 +184,14 @@ def measured_baseline(recipe: str, dataset: str | None) -> Any:
     return runs[0] if runs else None
 
 
-def export(run: Any, path: str | Path) -> Path:
-    """Writes the run's model as `.keras`, with its class names inside."""
+def export(run: Any, path: str | Path, force: bool = False) -> Path:
+    """Writes the run's model as `.keras`, with its class names inside; an existing file
+    only with `force`."""
     path = Path(path)
     if path.suffix != ".keras":
         raise SweeperError(f"--export expects a path ending in .keras. Received: {path}")
+    if path.exists() and not force:
+        raise SweeperError(f"{path} exists; --force overwrites it")
     logged = tracking.load_model(run.info.run_id)
     if logged is None:
         raise SweeperError(f"Run {run.info.run_id} logged no model")

@@ -7,6 +7,7 @@ same params, curves and artifacts whichever path started it.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from typing import TextIO
 
 import keras
 
-from sweeper import schema, tracking
+from sweeper import devices, schema, tracking
 from sweeper.data import Dataset
 from sweeper.tracking import names
 from sweeper.train import TrialResult, train
@@ -27,13 +28,19 @@ def epoch_printer(
 ) -> EpochPrinter:
     """Plain lines per epoch; on a terminal, also a live batch counter."""
     stream = stream or sys.stdout
-    cls = LiveEpochPrinter if stream.isatty() else EpochPrinter
-    return cls(label, epochs, metric, stream)
+    worker = os.environ.get(devices.WORKER_VARIABLE)
+    cls = LiveEpochPrinter if stream.isatty() and not worker else EpochPrinter
+    printer = cls(label, epochs, metric, stream)
+    if worker:  # workers share the terminal: plain lines, each naming its worker
+        printer.lead = f"[worker {worker}]   "
+    return printer
 
 
 class EpochPrinter(keras.callbacks.Callback):
     """One plain line per epoch, so pipes and log files read well. No batch hook: one would
     make Keras wait for every batch's logs."""
+
+    lead = "  "  # what each line starts with
 
     def __init__(
         self, label: str, epochs: int, metric: str = "val_accuracy", stream: TextIO | None = None
@@ -53,7 +60,7 @@ class EpochPrinter(keras.callbacks.Callback):
         keys = dict.fromkeys(("loss", "val_loss", "val_accuracy", self.metric))
         shown = " ".join(f"{k}={logs[k]:.4f}" for k in keys if k in logs)
         return (
-            f"  {self.label} epoch {epoch + 1}/{self.epochs} {shown} "
+            f"{self.lead}{self.label} epoch {epoch + 1}/{self.epochs} {shown} "
             f"({time.perf_counter() - self._started:.1f}s)"
         )
 
@@ -105,7 +112,7 @@ def tracked_trial(
     parent_run_id: str | None = None,
     should_prune: Callable[[int, dict], bool] | None = None,
     precision: str = "float32",
-    stop_when: Callable[[dict], bool] | None = None,
+    stop_when: Callable[[dict], str | None] | None = None,
     on_start: Callable[[str], None] | None = None,
 ) -> tuple[TrialResult, tracking.TrialRun]:
     """Trains one trial and logs it; a pruned trial is logged with its curves so far.
@@ -126,9 +133,11 @@ def tracked_trial(
     with tracking.trial_run(experiment, run_name, logged, all_tags, parent_run_id) as run:
         if on_start:
             on_start(run.run_id)
+        tracking.log_dataset(dataset)
         callbacks: list[keras.callbacks.Callback] = [tracking.EpochLogger(run.run_id)]
         if log.isEnabledFor(logging.INFO):  # -q: no progress lines
-            callbacks.append(epoch_printer(run_name, epochs))
+            fine_tune = int(full.get("fine_tune_epochs") or 0)  # transfer's second phase
+            callbacks.append(epoch_printer(run_name, epochs + fine_tune))
         result = train(
             family,
             full,
@@ -142,5 +151,7 @@ def tracked_trial(
         )
         if result.pruned:
             run.state = names.PRUNED
+        if result.stopped_by:
+            run.tags[names.STOPPED_BY] = result.stopped_by
         tracking.log_result(result, dataset, with_model=not result.pruned)
     return result, run

@@ -49,6 +49,13 @@ class Float:
         ratio = (value - self.low) / self.step
         return math.isclose(ratio, round(ratio), abs_tol=1e-6)
 
+    def tidy(self, value: float) -> float:
+        """`value` as a user would write it: on its step's grid without float noise
+        (0.35, not 0.35000000000000003), else to 4 significant digits."""
+        if self.step is None:
+            return float(f"{value:.4g}")
+        return float(f"{self.low + round((value - self.low) / self.step) * self.step:.10g}")
+
 
 @dataclass(frozen=True)
 class Choice:

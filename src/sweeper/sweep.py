@@ -8,13 +8,11 @@ the same. The policy (budget, timeout, target, failures in a row, recipes first)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from sweeper import baselines, data, engines, policy, runner, schema, space, tracking
 from sweeper.config import SweepSpec
@@ -36,11 +34,18 @@ class SweepRun:
         experiment: str,
         parent: tracking.ParentRun,
         engine: Engine,
+        deadline: float | None = None,
     ):
         self.spec, self.dataset, self.experiment = spec, dataset, experiment
         self.parent, self.engine = parent, engine
-        self.policy = policy.Policy(spec)
+        self.policy = policy.Policy(spec, deadline)
         self.first_points = policy.first_points(spec)
+        # Families whose recipe trial ran already: a later trial that samples the same
+        # values is a trial like any other, not the baseline.
+        self.recipes_run = {
+            r.data.tags.get(names.FAMILY)
+            for r in tracking.search_runs({names.PARENT: parent.run_id, names.BASELINE: "yes"})
+        }
         self.started = time.perf_counter()
         self.best_number: int | None = None  # the trial the parent names as best
 
@@ -61,16 +66,19 @@ class SweepRun:
         on_start: Callable[[str], None] | None = None,
     ) -> Outcome:
         spec = self.spec
-        is_baseline = (family, params) in self.first_points
+        searched = spec.families[family]
+        params = {k: _tidy(searched[k], v) for k, v in params.items()}
+        is_baseline = family not in self.recipes_run and (family, params) in self.first_points
+        if is_baseline:
+            self.recipes_run.add(family)
         label = f"{family} #{number}"
-        position = policy.finished(self.engine.trials()) + 1
-        log.info(
-            "trial %d/%d: %s%s %s",
-            position,
-            spec.trials,
+        log.info(  # counts finished trials: a failed one does not use the budget
+            "trial %s%s: %s (%d of %d finished)",
             label,
             " (baseline)" if is_baseline else "",
             _short(params),
+            policy.finished(self.engine.trials()),
+            spec.trials,
         )
         should_prune = None
         if report:
@@ -101,7 +109,7 @@ class SweepRun:
                 on_start=on_start,
             )
         except Exception as error:
-            self.policy.record(failed=True)
+            self.policy.record(failed=True, error=f"{label}: {type(error).__name__}: {error}")
             log.info("  %s failed: %s: %s", label, type(error).__name__, error)
             raise
         self.policy.record(failed=False)
@@ -134,20 +142,32 @@ class SweepRun:
                 elapsed / 60,
             )
 
-    def update_best(self, latest: Sequence[PastTrial] = ()) -> PastTrial | None:
+    def check_failures(self) -> None:
+        """Raises when this process stopped because trials kept failing: a sweep that ends so
+        did not do its job, whatever the store holds."""
+        if failed := self.policy.failed_in_a_row():
+            raise SweeperError(f"sweep {self.spec.study} stopped: {failed}")
+
+    def update_best(
+        self, latest: Sequence[PastTrial] = (), *, again: bool = False
+    ) -> PastTrial | None:
         """Names on the parent the best completed trial of the whole study, any worker's
-        (`latest`: trials finished here that the engine has not recorded yet)."""
-        recorded = {t.number: t for t in self.engine.trials()}
-        best = policy.best([*recorded.values(), *latest], self.spec.direction)
-        if best is None or best.number == self.best_number:
+        (`latest`: trials finished here that the engine has not recorded yet). Logged at
+        step = finished trials, so the latest value is the best of the most trials seen;
+        `again` writes even when this process named the same trial before (another worker
+        may have written since)."""
+        trials = {t.number: t for t in [*self.engine.trials(), *latest]}.values()
+        best = policy.best(list(trials), self.spec.direction)
+        if best is None or (best.number == self.best_number and not again):
             return best
         run = tracking.trial_of(self.parent.run_id, best.number)
         if run is None:  # its worker is still writing it; a later update names it
             return best
         test_accuracy = run.data.metrics.get(names.TEST_ACCURACY, math.nan)
         label = f"{run.info.run_name} ({run.info.run_id})"
+        seen = policy.finished(list(trials))
         if self._note(
-            self.parent.log_best, self.spec.metric, best.value, test_accuracy, best.number, label
+            self.parent.log_best, self.spec.metric, best.value, test_accuracy, seen, label
         ):
             self.best_number = best.number
         return best
@@ -163,36 +183,75 @@ class SweepRun:
         return True
 
 
+def prepare(
+    spec: SweepSpec,
+    *,
+    storage: str | None = None,
+    data_dir: str | None = None,
+    tracking_uri: str | None = None,
+    deadline: float | None = None,
+) -> SweepRun:
+    """Loads the data, opens (or finds) the sweep's parent run and the engine's study."""
+    dataset = _load(spec, data_dir, spec.limit)
+    tracking.configure(tracking_uri)
+    experiment = tracking.experiment_id(dataset.name)
+    parent = _open_parent(spec, dataset, experiment)
+    try:
+        engine = engines.get(spec.engine)(spec, storage)
+    except BaseException:
+        parent.end("FAILED")
+        raise
+    return SweepRun(spec, dataset, experiment, parent, engine, deadline)
+
+
 def run_sweep(
     spec: SweepSpec,
     *,
     storage: str | None = None,
     data_dir: str | None = None,
     tracking_uri: str | None = None,
+    deadline: float | None = None,
+    supervised: bool = False,
 ) -> str:
-    """Runs the sweep to its budget (or resumes it); returns the parent run id."""
-    dataset = _load(spec, data_dir, spec.limit)
-    tracking.configure(tracking_uri)
-    experiment = tracking.experiment_id(dataset.name)
-    parent = _open_parent(spec, dataset, experiment)
-    status = "FAILED"
-    try:
-        engine = engines.get(spec.engine)(spec, storage)
-        sweep = SweepRun(spec, dataset, experiment, parent, engine)
-        if reason := sweep.stop_reason(engine.trials()):
+    """Runs the sweep to its budget (or resumes it), then its refit; returns the parent run
+    id. `supervised`: one worker of `workers.supervise`, which refits and ends the parent."""
+    sweep = prepare(
+        spec, storage=storage, data_dir=data_dir, tracking_uri=tracking_uri, deadline=deadline
+    )
+    with ending(sweep.parent, end=not supervised):
+        if reason := sweep.stop_reason(sweep.engine.trials()):
             log.info("study %s already %s", spec.study, reason)
         else:
-            engine.search(sweep)
-        sweep.update_best()  # other workers may have finished after this one's last trial
-        if spec.refit_epochs:  # on all the training data: no `data.limit`
-            refit(spec, _load(spec, data_dir, None), experiment, parent, engine.trials())
+            sweep.engine.search(sweep)
+        sweep.update_best(again=True)  # other workers may have written since
+        sweep.check_failures()
+        if not supervised:
+            finish(sweep, data_dir)
+    return sweep.parent.run_id
+
+
+@contextlib.contextmanager
+def ending(parent: tracking.ParentRun, end: bool = True) -> Iterator[None]:
+    """Ends the parent run with the block: FINISHED, KILLED on Ctrl-C, FAILED on an error."""
+    status = "FAILED"
+    try:
+        yield
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        parent.end(status)
-    return parent.run_id
+        if end:
+            parent.end(status)
+
+
+def finish(sweep: SweepRun, data_dir: str | None) -> None:
+    """After the search: the refit of the best trial, on all the training data."""
+    spec = sweep.spec
+    if spec.refit_epochs:  # no `data.limit` here
+        refit(
+            spec, _load(spec, data_dir, None), sweep.experiment, sweep.parent, sweep.engine.trials()
+        )
 
 
 def _load(spec: SweepSpec, data_dir: str | None, limit: int | None) -> data.Dataset:
@@ -280,10 +339,12 @@ def refit(
 
 
 def _open_parent(spec: SweepSpec, dataset: data.Dataset, experiment: str) -> tracking.ParentRun:
-    recipe = baselines.for_family(next(iter(spec.families)), spec.dataset)
     tags = {names.ENGINE: spec.engine, names.DATASET: data.display_name(spec.dataset)}
-    if recipe:
-        tags[names.BASELINE] = recipe.name
+    # The baselines of this dataset only: a recipe of another dataset may be a family's first
+    # trial here, but it is no baseline of this one.
+    recipes = [baselines.for_family(family, spec.dataset) for family in spec.families]
+    if own := [r.name for r in recipes if r and r.dataset == spec.dataset]:
+        tags[names.BASELINE] = ", ".join(dict.fromkeys(own))
     params = {
         "dataset": spec.dataset,
         "engine": spec.engine,
@@ -308,57 +369,20 @@ def _open_parent(spec: SweepSpec, dataset: data.Dataset, experiment: str) -> tra
     ]
     metrics = {names.BASELINE_DOCUMENTED_ACCURACY: max(documented)} if documented else {}
     return tracking.ParentRun.open(
-        experiment, spec.study, tags=tags, params=params, sweep_file=spec.text, metrics=metrics
+        experiment,
+        spec.study,
+        tags=tags,
+        params=params,
+        sweep_file=spec.text,
+        metrics=metrics,
+        dataset=dataset,
     )
 
 
-def run_workers(spec: SweepSpec, workers: int, *, storage: str | None, argv: list[str]) -> int:
-    """Starts `workers` copies of this sweep command on one study, each with its share of the
-    CPU threads; Optuna's storage hands out the trials. Returns the worst exit code."""
-    if spec.engine != "optuna":
-        raise SweeperError(
-            "--workers runs the optuna engine; keras-tuner has its own "
-            "distributed mode (KERASTUNER_* variables)"
-        )
-    if not storage or storage.startswith("sqlite"):
-        raise SweeperError(
-            "--workers needs a storage several processes can share: "
-            "--storage postgresql://... (SQLite is not safe for that)"
-        )
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    command = [
-        sys.executable,
-        "-m",
-        "sweeper.cli",
-        *_without_workers(argv),
-        "--threads",
-        str(threads),
-        "--storage",
-        storage,
-    ]
-    log.info("starting %d workers with %d thread(s) each", workers, threads)
-    processes = [subprocess.Popen(command) for _ in range(workers)]
-    try:
-        return max(p.wait() for p in processes)
-    except KeyboardInterrupt:
-        for p in processes:
-            p.wait()
-        raise
-
-
-def _without_workers(argv: list[str]) -> list[str]:
-    """The command line minus --workers, --threads and --storage (given again explicitly)."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in ("--workers", "--threads", "--storage"):
-            skip = "=" not in arg
-            continue
-        kept.append(arg)
-    return kept
+def _tidy(param: space.Param, value: object) -> object:
+    return (
+        param.tidy(value) if isinstance(param, space.Float) and isinstance(value, float) else value
+    )
 
 
 def _fixed(params: dict) -> dict:

@@ -12,7 +12,6 @@ import numpy as np
 
 from sweeper import families, schema
 from sweeper.data import Dataset
-from sweeper.errors import TrialFailed
 from sweeper.metrics import evaluate
 
 # Every optimizer takes Keras' decoupled `weight_decay` (0: none); AdamW is Adam with it.
@@ -47,6 +46,7 @@ class TrialResult:
     train_seconds: float
     images_per_second: float
     pruned: bool = False
+    stopped_by: str | None = None  # why it stopped before its epochs: "timeout", "target"
 
     @property
     def epochs(self) -> int:
@@ -60,16 +60,18 @@ class TrialResult:
 
 
 class StopWhen(keras.callbacks.Callback):
-    """Ends training after an epoch whose logs satisfy `predicate` (a NaN loss, the sweep's
-    deadline, its target). Per epoch on purpose: a batch hook, as in `TerminateOnNaN`,
-    makes Keras wait for every batch's logs (~40% slower here on the CPU)."""
+    """Ends training after an epoch for which `reason(logs)` gives a reason (the sweep's
+    deadline, its target), and keeps it. Per epoch on purpose: a batch hook, as in
+    `TerminateOnNaN`, makes Keras wait for every batch's logs (~40% slower here on the CPU)."""
 
-    def __init__(self, predicate: Callable[[dict], bool]):
+    def __init__(self, reason: Callable[[dict], str | None]):
         super().__init__()
-        self.predicate = predicate
+        self.reason = reason
+        self.stopped_by: str | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.predicate(logs or {}):
+        if why := self.reason(logs or {}):
+            self.stopped_by = why
             self.model.stop_training = True
 
 
@@ -97,14 +99,16 @@ def train(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     should_prune: Callable[[int, dict], bool] | None = None,
     precision: str = "float32",
-    stop_when: Callable[[dict], bool] | None = None,
+    stop_when: Callable[[dict], str | None] | None = None,
     verbose: int = 0,
 ) -> TrialResult:
-    """Trains one model; raises `TrialFailed` if the loss becomes NaN.
+    """Trains one model and scores it on the test set.
 
     `should_prune(epoch, logs)` stops a losing trial (marked pruned); `stop_when(logs)` stops
-    one that is done early (deadline, target reached). `precision` is a Keras dtype policy:
-    "float32", or "mixed_bfloat16" on CPUs with bf16.
+    one that is done early, giving why (deadline, target reached). A trial whose loss
+    diverges (NaN) stops there and counts as pruned, stopped by "diverged": samplers learn
+    from it and it is no failure. `precision` is a Keras dtype policy: "float32", or
+    "mixed_bfloat16" on CPUs with bf16.
     """
     p = schema.resolve(family, params)
     keras.backend.clear_session(free_memory=True)  # memory must not grow across trials
@@ -122,8 +126,9 @@ def train(
         *_standard_callbacks(p),
         *callbacks,
         *([pruner] if pruner else []),
-        *([StopWhen(stop_when)] if stop_when else []),
     ]
+    stopper = StopWhen(stop_when) if stop_when else None
+    fit_callbacks += [stopper] if stopper else []
     y_train, y_val = (
         _targets(p, dataset.y_train, dataset.n_classes),
         _targets(p, dataset.y_val, dataset.n_classes),
@@ -146,10 +151,11 @@ def train(
             model, module, p, dataset, y_train, y_val, fit_callbacks, history, verbose
         )
     train_seconds = time.perf_counter() - start
-    if any(math.isnan(v) or math.isinf(v) for v in history.get("loss", [])):
-        raise TrialFailed(f"loss became NaN at epoch {len(history['loss'])}")
+    diverged = any(not math.isfinite(v) for v in history.get("loss", []))
+    stopped_by = "diverged" if diverged else stopper.stopped_by if stopper else None
 
-    probs = model.predict(dataset.x_test, batch_size=512, verbose=0)
+    # A diverged model's outputs are NaN: scored as the nothing it predicts.
+    probs = np.nan_to_num(model.predict(dataset.x_test, batch_size=512, verbose=0))
     test = evaluate(probs, dataset.y_test, p["loss"])
     if p["tta"] == "flip":  # scored beside test_accuracy; selection never reads it
         mirrored = model.predict(dataset.x_test[:, :, ::-1], batch_size=512, verbose=0)
@@ -163,7 +169,8 @@ def train(
         probs,
         train_seconds,
         images / max(train_seconds, 1e-9),
-        pruned,
+        pruned or diverged,
+        stopped_by,
     )
 
 
@@ -199,13 +206,13 @@ def _targets(p, y, n_classes):
     return np.eye(n_classes, dtype="float32")[y] if one_hot else y
 
 
-def _loss_not_finite(logs) -> bool:
+def _diverged(logs) -> str | None:
     loss = logs.get("loss")
-    return loss is not None and not math.isfinite(loss)
+    return "diverged" if loss is not None and not math.isfinite(loss) else None
 
 
 def _standard_callbacks(p):
-    callbacks = [StopWhen(_loss_not_finite)]
+    callbacks = [StopWhen(_diverged)]
     if p["early_stopping_patience"]:
         callbacks.append(
             keras.callbacks.EarlyStopping(

@@ -82,6 +82,8 @@ class Sweep(Protocol):
 class Engine(ABC):
     """One engine: opens (or resumes) the study `spec.study` in `storage` on creation."""
 
+    shares_store = False  # whether worker processes may run one study side by side
+
     def __init__(self, spec: SweepSpec, storage: str | None = None):
         self.spec = spec
         self.storage = storage
@@ -94,6 +96,11 @@ class Engine(ABC):
     def search(self, sweep: Sweep) -> None:
         """Proposes trials and runs each through `sweep.run_trial` until
         `sweep.stop_reason` gives a reason (or the engine runs out of proposals)."""
+
+    def recover_lost(self) -> list[int]:
+        """Fails the running trials whose worker process died, and queues each again;
+        returns their numbers. Engines whose study lives in one process have none."""
+        return []
 
     @classmethod
     def importances(cls, study: str, storage: str | None = None) -> dict[str, dict[str, float]]:

@@ -1,9 +1,14 @@
-"""Optuna: define-by-run suggestions, a persistent study (SQLite by default), pruning from
-per-epoch reports, heartbeats with retry of stale trials, failed trials recorded and skipped.
+"""Optuna: define-by-run suggestions, a persistent study, pruning from per-epoch reports,
+failed trials recorded and skipped, lost trials (their worker died) failed and run again.
+
+Stores: by default a JournalStorage file under `mlruns/` (several worker processes of one
+machine share it safely; SQLite is not made for that); PostgreSQL (or any RDB URL) for many
+machines, with heartbeats so a dead machine's trial is failed and retried too.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -12,7 +17,8 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
@@ -21,7 +27,9 @@ from sweeper.config import SweepSpec
 from sweeper.engines import base
 from sweeper.errors import SweeperError
 
-DEFAULT_STORAGE = Path("mlruns") / "optuna.db"
+log = logging.getLogger(__name__)
+DEFAULT_STORAGE = Path("mlruns") / "optuna.journal"
+EARLIER_STORAGE = Path("mlruns") / "optuna.db"  # the default before the journal
 STATES = {
     TrialState.WAITING: base.WAITING,
     TrialState.RUNNING: base.RUNNING,
@@ -36,17 +44,23 @@ class _OverBudget(Exception):
 
 
 class Engine(base.Engine):
+    shares_store = True
+
     def __init__(self, spec: SweepSpec, storage: str | None = None):
         super().__init__(spec, storage)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # Optuna's per-trial INFO lines repeat sweeper's; the CLI also hides its warnings
+        # (a failed trial's traceback, say) unless -v.
+        optuna.logging.set_verbosity(max(optuna.logging.get_verbosity(), optuna.logging.WARNING))
+        self.store = make_storage(storage)
         self.study = optuna.create_study(
             study_name=spec.study,
-            storage=make_storage(storage),
+            storage=self.store,
             sampler=_sampler(spec),
             pruner=_pruner(spec),
             direction=StudyDirection[spec.direction.upper()],
             load_if_exists=True,
         )
+        self.recover_lost()  # a worker killed before this start left its trial running
         if existing := len(self.study.get_trials(deepcopy=False)):
             # A resumed study must not replay the first session's random draws.
             self.study.sampler = _sampler(spec, seed=spec.seed + existing)
@@ -56,6 +70,25 @@ class Engine(base.Engine):
             base.PastTrial(t.number, STATES[t.state], t.value)
             for t in self.study.get_trials(deepcopy=False)
         ]
+
+    def recover_lost(self) -> list[int]:
+        """Fails each running trial whose worker process on this machine is gone (killed with
+        -9, say), ends its MLflow run and queues it again once; returns their numbers.
+        Trials of other machines are failed by the RDB storage's heartbeats."""
+        host, lost = socket.gethostname(), []
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker_host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
+            if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+                continue
+            try:
+                self.study.tell(trial.number, state=TrialState.FAIL)
+            except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                continue  # another process failed it first
+            _LostTrial(f"worker {trial.user_attrs['worker']} is gone")(
+                self.study, self.study.trials[trial.number]
+            )
+            lost.append(trial.number)
+        return lost
 
     def search(self, sweep: base.Sweep) -> None:
         for family, point in sweep.first_points:
@@ -83,7 +116,7 @@ class Engine(base.Engine):
     @classmethod
     def importances(cls, study: str, storage: str | None = None) -> dict[str, dict[str, float]]:
         """fANOVA importances of each family's parameters, from its completed trials."""
-        if storage is None and not DEFAULT_STORAGE.exists():
+        if storage is None and not (DEFAULT_STORAGE.exists() or EARLIER_STORAGE.exists()):
             return {}
         try:
             loaded = optuna.load_study(study_name=study, storage=make_storage(storage))
@@ -136,14 +169,29 @@ class Engine(base.Engine):
 
         Returns True when there is work again (a retried trial, or budget left), False when
         the sweep is done."""
+        told = False
         while not sweep.stop_reason(self.trials()):
-            optuna.storages.fail_stale_trials(self.study)
+            with warnings.catch_warnings():  # experimental, and what we need
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
+            self.recover_lost()
             trials = self.trials()
             if any(t.state == base.WAITING for t in trials):
                 return True
             if not sweep.stop_reason(trials, holding=True):
                 return True
-            time.sleep(_beat())
+            if not told:
+                running = sum(t.state == base.RUNNING for t in trials)
+                log.info(
+                    "waiting for %d trial(s) running in other workers; a dead worker's trial "
+                    "is failed and run again here%s",
+                    running,
+                    f" (on another machine: after {4 * _beat()} s without its heartbeat)"
+                    if isinstance(self.store, RDBStorage)
+                    else "",
+                )
+                told = True
+            time.sleep(min(_beat(), 5))
         return False
 
 
@@ -151,14 +199,19 @@ def _beat() -> int:
     return int(os.environ.get("SWEEPER_HEARTBEAT_SECONDS", "30"))
 
 
-def make_storage(url: str | None) -> RDBStorage:
-    """An RDB storage with heartbeats, so a dead worker's trial is failed and retried.
+def make_storage(url: str | None) -> optuna.storages.BaseStorage:
+    """The study's store: `url` (an RDB URL, or a `.journal` file), else the default journal
+    file under `mlruns/`, moving the studies of an earlier `mlruns/optuna.db` into it once.
 
-    $SWEEPER_HEARTBEAT_SECONDS sets the beat (default 30 s); a trial silent for four beats
-    is stale: another worker marks it failed, ends its MLflow run and queues it again."""
+    RDB stores get heartbeats ($SWEEPER_HEARTBEAT_SECONDS, default 30 s): a trial silent for
+    four beats is stale, and another worker fails it, ends its MLflow run and queues it again."""
     if url is None:
+        if EARLIER_STORAGE.exists() and not DEFAULT_STORAGE.exists():
+            _move_studies(f"sqlite:///{EARLIER_STORAGE.resolve()}", DEFAULT_STORAGE)
         DEFAULT_STORAGE.parent.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{DEFAULT_STORAGE.resolve()}"
+        url = str(DEFAULT_STORAGE)
+    if url.endswith(".journal"):
+        return JournalStorage(JournalFileBackend(url))
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     beat = _beat()
     for attempt in range(5):
@@ -170,7 +223,9 @@ def make_storage(url: str | None) -> RDBStorage:
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=beat,
                     grace_period=beat * 4,
-                    heartbeat_stale_trial_callback=_StaleTrial(),
+                    heartbeat_stale_trial_callback=_LostTrial(
+                        "it stopped answering (heartbeat lost)"
+                    ),
                 )
         except sqlalchemy.exc.DBAPIError:
             # Workers starting together on a fresh database race to create its tables;
@@ -181,21 +236,52 @@ def make_storage(url: str | None) -> RDBStorage:
     raise AssertionError("unreachable")
 
 
-class _StaleTrial:
-    """A trial whose worker died: Optuna queues it again; its MLflow run ends as failed."""
+def _move_studies(earlier: str, journal: Path) -> None:
+    """Copies every study of an earlier SQLite store into a new journal file (written aside,
+    then renamed, so a crash leaves no half journal). The SQLite file is kept, unread."""
+    studies = optuna.get_all_study_names(earlier)
+    partial = journal.with_suffix(".journal.partial")
+    partial.unlink(missing_ok=True)
+    target = JournalStorage(JournalFileBackend(str(partial)))
+    for name in studies:
+        optuna.copy_study(from_study_name=name, from_storage=earlier, to_storage=target)
+    partial.rename(journal)
+    log.info(
+        "moved %d Optuna stud%s from %s into %s (a store several workers can share)",
+        len(studies),
+        "y" if len(studies) == 1 else "ies",
+        EARLIER_STORAGE,
+        journal,
+    )
 
-    def __init__(self):
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+class _LostTrial:
+    """A trial whose worker died: Optuna queues it again (once); its MLflow run ends failed."""
+
+    def __init__(self, why: str):
+        self.why = why
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.retry(study, trial)
+        log.warning("trial %d failed: %s; it runs again", trial.number, self.why)
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id:
             from sweeper import tracking
 
-            tracking.end_lost_run(run_id, trial.user_attrs.get("worker", "?"))
+            tracking.end_lost_run(run_id, self.why)
 
 
 def suggest(trial: optuna.Trial, name: str, param: space.Param) -> object:

@@ -73,4 +73,12 @@ def _backbone(p: dict, input_shape: tuple[int, int, int]) -> keras.Model:
         raise SweeperError(f"Unknown backbone {p['backbone']!r}. Known: {', '.join(BACKBONES)}")
     weights = None if p["weights"] in (None, "none") else p["weights"]
     factory = getattr(keras.applications, BACKBONES[p["backbone"]])
-    return factory(include_top=False, weights=weights, input_shape=input_shape)
+    try:
+        return factory(include_top=False, weights=weights, input_shape=input_shape)
+    except Exception as error:
+        if weights != "imagenet" or isinstance(error, (KeyboardInterrupt, MemoryError)):
+            raise
+        raise SweeperError(
+            f"could not download the ImageNet weights of {p['backbone']} ({error}); without "
+            "a network give weights: PATH.weights.h5 (a local copy) or weights: none"
+        ) from None

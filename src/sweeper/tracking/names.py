@@ -16,6 +16,7 @@ DOCUMENTED_ACCURACY = "documented_accuracy"
 RERUN_OF = "rerun_of"
 REFIT_OF = "refit_of"  # on a refit run: the run id of the trial it retrains
 ERROR = "error"
+STOPPED_BY = "stopped_by"  # why a trial stopped before its epochs: "timeout" or "target"
 PARENT = "mlflow.parentRunId"  # MLflow's own tag for nested runs
 # Tags on the sweep's parent run.
 BEST_RUN = "best_run"
@@ -50,5 +51,6 @@ def best(metric: str) -> str:
 
 # Artifacts.
 SWEEP_FILE = "sweep.yaml"
+TRACEBACK = "traceback.txt"  # on a failed trial's run
 CLASS_NAMES = "class_names.json"
 MODEL = "model"

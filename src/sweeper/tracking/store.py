@@ -105,11 +105,11 @@ def log_folder(run_id: str, folder: str | Path, artifact_path: str) -> None:
     MlflowClient().log_artifacts(run_id, str(folder), artifact_path)
 
 
-def end_lost_run(run_id: str, worker: str) -> None:
-    """Closes the run of a trial whose worker stopped answering (its process died)."""
+def end_lost_run(run_id: str, why: str) -> None:
+    """Closes, failed, the run of a trial whose worker died; `why` says how it was found."""
     client = MlflowClient()
     client.set_tag(run_id, names.STATE, names.FAILED)
-    client.set_tag(run_id, names.ERROR, f"worker {worker} stopped answering (heartbeat lost)")
+    client.set_tag(run_id, names.ERROR, f"its worker died: {why}")
     client.set_terminated(run_id, names.RUN_STATUS[names.FAILED])
 
 
@@ -130,6 +130,7 @@ class ParentRun:
         params: dict[str, Any],
         sweep_file: str,
         metrics: dict[str, float],
+        dataset: Any = None,
     ) -> ParentRun:
         """Found by its study tag when resuming, else created with `tags`, `params`, the
         sweep file and `metrics`.
@@ -153,18 +154,25 @@ class ParentRun:
             existing = _oldest(client.search_runs([experiment], query)) or run
             if existing.info.run_id != mine:
                 client.delete_run(mine)
+        if dataset is not None:
+            # The sweep's data as the parent's input: its dataset row then exists before the
+            # trials' runs name it (MLflow's SQL store races when workers insert it at once).
+            from sweeper.tracking.trial import log_dataset
+
+            with mlflow.start_run(run_id=existing.info.run_id):  # ends it: RUNNING again below
+                log_dataset(dataset)
         client.update_run(existing.info.run_id, status="RUNNING")
         return cls(existing.info.run_id, client)
 
     def log_best(
-        self, metric: str, value: float, test_accuracy: float, number: int, run_label: str
+        self, metric: str, value: float, test_accuracy: float, step: int, run_label: str
     ) -> None:
         now = int(time.time() * 1000)
         self.client.log_batch(
             self.run_id,
             metrics=[
-                Metric(names.best(metric), value, now, number),
-                Metric(names.BEST_TEST_ACCURACY, test_accuracy, now, number),
+                Metric(names.best(metric), value, now, step),
+                Metric(names.BEST_TEST_ACCURACY, test_accuracy, now, step),
             ],
         )
         self.client.set_tag(self.run_id, names.BEST_RUN, run_label)

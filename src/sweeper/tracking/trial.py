@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import logging
 import time
+import traceback
+import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
@@ -20,6 +23,8 @@ from sweeper import plots
 from sweeper.data import Dataset
 from sweeper.tracking import names
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class TrialRun:
@@ -27,6 +32,7 @@ class TrialRun:
 
     run_id: str
     state: str = names.COMPLETE
+    tags: dict[str, str] = field(default_factory=dict)  # set when the run ends
 
 
 @contextlib.contextmanager
@@ -53,11 +59,35 @@ def trial_run(
         mlflow.set_tags(
             {names.STATE: names.FAILED, names.ERROR: f"{type(error).__name__}: {error}"[:5000]}
         )
+        if not isinstance(error, KeyboardInterrupt):  # the console shows one line of it
+            mlflow.log_text(traceback.format_exc(), names.TRACEBACK)
         mlflow.end_run(names.RUN_STATUS[names.FAILED])
         raise
     else:
-        mlflow.set_tag(names.STATE, handle.state)
+        mlflow.set_tags({**handle.tags, names.STATE: handle.state})
         mlflow.end_run(names.RUN_STATUS[handle.state])
+
+
+def log_dataset(dataset: Dataset) -> None:
+    """The training data as the active run's input (name, source, digest), so MLflow's
+    Dataset column and views show what each trial trained on."""
+    cached = _INPUTS.get(id(dataset))
+    if cached is None or cached[0] is not dataset:
+        with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways"
+            warnings.simplefilter("ignore", UserWarning)
+            entity = mlflow.data.from_numpy(
+                dataset.x_train, targets=dataset.y_train, source=dataset.source, name=dataset.name
+            )
+        cached = _INPUTS[id(dataset)] = (dataset, entity)  # the digest costs ~0.1 s: once
+    try:
+        mlflow.log_input(cached[1], context="training")
+    except mlflow.exceptions.MlflowException as error:
+        # Lineage only: MLflow's SQL store can race on a dataset's first row when workers
+        # start together (the sweep's parent logs it first to avoid that); never fail a trial.
+        log.warning("could not record the training data as the run's input: %s", error)
+
+
+_INPUTS: dict[int, tuple[Dataset, Any]] = {}
 
 
 class EpochLogger(keras.callbacks.Callback):

@@ -24,6 +24,7 @@ def test_best_export_gives_back_the_logged_test_accuracy(store, data_dir):
     accuracy = np.mean(model.predict(ds.x_test, verbose=0).argmax(1) == ds.y_test)
     assert round(float(accuracy), 3) == round(logged, 3)
     assert results.read_metadata(store / "m.keras")["class_names"] == list("0123456789")
+    assert "Downloading artifacts" not in result.output  # MLflow's progress bars: -v only
     family = mlflow.get_run(run_id).data.params["family"]
     assert f"baseline  {family}-mnist: documented" in result.output
 
@@ -193,3 +194,12 @@ def test_best_never_compares_across_datasets_silently(tmp_path, monkeypatch, dat
     assert (
         "family    mlp on mnist" in CliRunner().invoke(main, ["best", "--dataset", "mnist"]).output
     )
+
+
+def test_an_unwritable_export_path_is_one_line(store, tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")  # unwritable even for root
+    target = tmp_path / "a_file" / "m.keras"
+    result = CliRunner().invoke(main, ["best", "--sweep", "tiny", "--export", str(target)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"error: cannot write {target}: ")
+    assert "Traceback" not in result.output

@@ -31,6 +31,15 @@ def test_auto_is_one_single_threaded_worker_per_core_within_trials_and_memory():
     small = {**cpu, "memory": 5 * 2**30}
     assert devices.plan(None, trials=20, n_cores=8, **small).workers == 2  # 2 GiB each
     assert shape(devices.plan(4, trials=20, n_cores=8, **cpu)) == (4, 2, ())  # as asked
+    big = devices.plan(None, trials=20, n_cores=8, all_cores_per_trial=True, **cpu)
+    assert shape(big) == (1, 8, ())  # a ResNet sweep: one worker, every thread
+
+
+def test_resnet_and_transfer_trials_use_every_core_the_small_families_do_not():
+    from sweeper import families
+
+    assert families.uses_all_cores(["cnn", "resnet"]) and families.uses_all_cores(["transfer"])
+    assert not families.uses_all_cores(["mlp", "cnn", "cnn_bn"])
 
 
 def test_auto_with_gpus_is_one_worker_per_gpu_each_seeing_only_its_own():

@@ -53,6 +53,7 @@ def setup_logging(verbosity: int) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbosity > 0 else quiet)
     # MLflow sets its loggers' level from this when it is imported, after this runs.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbosity > 0 else "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", str(verbosity > 0).lower())
     if worker := os.environ.get(devices.WORKER_VARIABLE):
         _ConsoleHandler.prefix = f"[worker {worker}] "
 
@@ -393,7 +394,8 @@ def devices_command() -> None:
     )
     click.echo(
         f"--workers auto: {plan.workers} worker(s) x {plan.threads} thread(s) ({plan.why}; "
-        "fewer when the sweep has fewer trials or its data fills memory)"
+        "fewer when the sweep has fewer trials or its data fills memory; on CPUs, one "
+        "worker with every thread for the resnet and transfer families)"
     )
 
 

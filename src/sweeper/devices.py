@@ -3,9 +3,12 @@
 The rule of `auto` (docs/distributed.md):
 - with GPUs: one worker per GPU (each sees only its own through CUDA_VISIBLE_DEVICES), the
   CPU cores shared equally among them for input work;
-- on CPUs only: one single-threaded worker per core, because small and mid-sized Keras
-  models use a second intra-op thread poorly (measured here: two one-thread workers did
-  1.92x the images/s of one two-thread worker), so separate trials use the cores better;
+- on CPUs only: one single-threaded worker per core, because small Keras models use a
+  second intra-op thread poorly (measured here: two one-thread workers did 1.92x the
+  images/s of one two-thread worker on the tutorial CNNs), so separate trials use the cores
+  better; but one worker with every thread when the sweep searches a family whose trials
+  keep all cores busy on their own (`USES_ALL_CORES`: the ResNet at batch 256 measured
+  0.99x with two one-thread workers, and they reach a first good trial later);
 - never more workers than the sweep has trials, nor than memory holds: each worker keeps its
   own copy of the data plus TensorFlow's working memory (2 GiB allowed per worker).
 """
@@ -60,6 +63,7 @@ def plan(
     gpu_ids: list[str],
     n_cores: int,
     memory: int,
+    all_cores_per_trial: bool = False,
 ) -> Plan:
     """`requested` workers (None: `auto`, by the rule in this module's docstring)."""
     if requested is not None:
@@ -67,6 +71,8 @@ def plan(
         why = "as asked"
     elif gpu_ids:
         workers, why = min(len(gpu_ids), trials), f"one per GPU ({len(gpu_ids)})"
+    elif all_cores_per_trial:
+        workers, why = 1, "its families' trials use every core on their own"
     else:
         workers, why = min(n_cores, trials), f"one per CPU core ({n_cores})"
         by_memory = max(1, memory // (WORKER_MEMORY + 2 * data_bytes))

@@ -196,8 +196,6 @@ def export(run: Any, path: str | Path, force: bool = False) -> Path:
     if logged is None:
         raise SweeperError(f"Run {run.info.run_id} logged no model")
     model, class_names = logged
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
     metadata = {
         "class_names": class_names,
         "run_id": run.info.run_id,
@@ -205,8 +203,15 @@ def export(run: Any, path: str | Path, force: bool = False) -> Path:
         "dataset": run.data.params.get("dataset"),
         "test_accuracy": run.data.metrics.get(names.TEST_ACCURACY),
     }
-    with zipfile.ZipFile(path, "a") as archive:
-        archive.writestr(METADATA, json.dumps(metadata, indent=2))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+        with zipfile.ZipFile(path, "a") as archive:
+            archive.writestr(METADATA, json.dumps(metadata, indent=2))
+    except OSError as error:  # unwritable folder, full disk: no half-written model left
+        if path.is_file():
+            path.unlink()
+        raise SweeperError(f"cannot write {path}: {error.strerror or error}") from None
     return path
 
 

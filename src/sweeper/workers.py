@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from sweeper import devices, engines, policy
+from sweeper import devices, engines, families, policy
 from sweeper.config import SweepSpec
 from sweeper.errors import SweeperError
 from sweeper.sweep import SweepRun, ending, finish, prepare
@@ -65,6 +65,7 @@ def supervise(
                 gpu_ids=devices.gpus(),
                 n_cores=devices.cores(),
                 memory=devices.available_memory(),
+                all_cores_per_trial=families.uses_all_cores(list(spec.families)),
             )
             log.info(
                 "%d workers x %d thread(s)%s (%s)",

@@ -14,6 +14,11 @@ from keras import layers
 
 from sweeper.families._layers import pixel_input
 
+# Its convolutions at batch 256 keep every core busy in one process: measured on 2 cores, two
+# single-threaded workers trained 0.99x the images/s of one two-threaded worker (bench
+# `workers`), so `--workers auto` gives a sweep of it one worker with all the threads.
+USES_ALL_CORES = True
+
 
 def build(p: dict, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
     """`p` holds every parameter of the family (`schema.resolve`)."""

@@ -15,6 +15,10 @@ from keras import layers
 from sweeper.errors import SweeperError
 from sweeper.families._layers import dense_head, pixel_input
 
+# ImageNet-sized convolutions use every core in one process, like `resnet`'s (not measured
+# here), and one copy of VGG16 at 224x224 per core would not fit most machines' memory.
+USES_ALL_CORES = True
+
 BACKBONES = {
     "vgg16": "VGG16",
     "vgg19": "VGG19",

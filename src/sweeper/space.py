@@ -31,6 +31,10 @@ class Int:
             and (value - self.low) % self.step == 0
         )
 
+    def tidy(self, value: Any) -> Any:
+        """`value` as a user would write it (only floats need rounding)."""
+        return value
+
 
 @dataclass(frozen=True)
 class Float:
@@ -64,6 +68,9 @@ class Choice:
     def contains(self, value: Any) -> bool:
         return value in self.values
 
+    def tidy(self, value: Any) -> Any:
+        return value
+
 
 @dataclass(frozen=True)
 class Fixed:
@@ -71,6 +78,9 @@ class Fixed:
 
     def contains(self, value: Any) -> bool:
         return value == self.value
+
+    def tidy(self, value: Any) -> Any:
+        return value
 
 
 Param = Int | Float | Choice | Fixed

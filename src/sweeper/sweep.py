@@ -67,7 +67,7 @@ class SweepRun:
     ) -> Outcome:
         spec = self.spec
         searched = spec.families[family]
-        params = {k: _tidy(searched[k], v) for k, v in params.items()}
+        params = {k: searched[k].tidy(v) for k, v in params.items()}  # as a user writes them
         is_baseline = family not in self.recipes_run and (family, params) in self.first_points
         if is_baseline:
             self.recipes_run.add(family)
@@ -376,12 +376,6 @@ def _open_parent(spec: SweepSpec, dataset: data.Dataset, experiment: str) -> tra
         sweep_file=spec.text,
         metrics=metrics,
         dataset=dataset,
-    )
-
-
-def _tidy(param: space.Param, value: object) -> object:
-    return (
-        param.tidy(value) if isinstance(param, space.Float) and isinstance(value, float) else value
     )
 
 

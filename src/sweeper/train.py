@@ -29,14 +29,6 @@ OPTIMIZERS = {
 }
 
 
-def set_threads(n: int) -> None:
-    """Caps TensorFlow's CPU threads for this process; call before the first operation."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(n)
-    tf.config.threading.set_inter_op_parallelism_threads(min(n, 2))
-
-
 @dataclass
 class TrialResult:
     model: keras.Model

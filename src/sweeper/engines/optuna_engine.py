@@ -257,11 +257,11 @@ def _move_studies(earlier: str, journal: Path) -> None:
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # no signal: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
-        return True
+    except PermissionError:  # it exists, as someone else's process
+        pass
     return True
 
 

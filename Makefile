@@ -22,8 +22,8 @@ $(BIN)/sweeper: pyproject.toml
 	@touch $@
 
 lint: install  ## ruff (lint and format check) and mypy on src/
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
 test: install  ## Run the test suite (offline, tiny data)

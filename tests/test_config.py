@@ -7,7 +7,8 @@ import yaml
 from sweeper import config, space
 from sweeper.errors import ConfigError
 
-SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
 VALID = {
     "dataset": "mnist",
     "engine": "optuna",
@@ -48,6 +49,8 @@ def test_a_valid_file_loads_into_a_spec(tmp_path):
     assert cnn["filters"] == space.Choice((8, 16))
     assert cnn["learning_rate"] == space.Float(1e-4, 1e-2, None, True)
     assert cnn["conv_blocks"] == space.Int(1, 2) and cnn["kernel_size"] == space.Fixed(3)
+    assert spec.keep_models == 3 and spec.save_optimizer is False  # the defaults
+    assert config.load(write(tmp_path, {**VALID, "keep_models": "all"})).keep_models is None
 
 
 @pytest.mark.parametrize(
@@ -69,6 +72,10 @@ def test_a_valid_file_loads_into_a_spec(tmp_path):
         ({"budget": {"trials": 0}}, "budget.trials: expected a positive number. Received: 0"),
         ({"workers": 0}, "workers: expected a number of workers (1 or more) or auto. Received: 0"),
         ({"workers": "all"}, "workers: expected a number of workers (1 or more) or auto"),
+        ({"keep_models": -1}, "keep_models: expected a number of trials (0 or more) or all"),
+        ({"keep_models": "best"}, "keep_models: expected a number of trials (0 or more) or all"),
+        ({"save_optimizer": "yes"}, "save_optimizer: expected true or false. Received: 'yes'"),
+        ({"data": {"image_dir": "pics"}}, "data.image_dir: expected a folder, for a csv: dataset"),
         (
             {"budget": {"trails": 3}},
             "budget.trails: expected one of trials, timeout_minutes, max_epochs",
@@ -199,3 +206,10 @@ def test_every_sweep_file_is_valid_and_holds_its_baselines(path):
 
     with_recipe = {f for f in spec.families if baselines.for_family(f, spec.dataset)}
     assert {family for family, _ in first_points(spec)} == with_recipe
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_sweep_file_is_valid(path):
+    spec = config.load(path)
+    assert path.read_text().startswith("# sweeper sweep examples/")  # how to run it
+    assert spec.dataset.startswith("folder:data/cifar_")  # what cifar_folders.py writes

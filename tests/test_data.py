@@ -181,3 +181,17 @@ def test_real_cifar10_from_shared_data():
     ds = data.load("cifar10", data_dir=SHARED_DATA)
     assert ds.x_test.shape == (10000, 32, 32, 3)
     assert np.bincount(ds.y_test).tolist() == [1000] * 10
+
+
+def test_a_csv_kept_apart_from_its_images_reads_them_from_image_dir(image_folder, tmp_path):
+    rows = [f"{c}/{c}_{i}.png,{c}" for c in ("cat", "dog") for i in range(12)]
+    labels = tmp_path / "labels" / "pets.csv"
+    labels.parent.mkdir()
+    labels.write_text("\n".join(rows))
+    with pytest.raises(DataError, match="24 of 24 listed image"):
+        data.load(f"csv:{labels}", image_size=(16, 16))
+    ds = data.load(f"csv:{labels}", image_size=(16, 16), image_dir=image_folder)
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 24
+    assert ds.options["image_dir"] == str(image_folder.resolve())  # logged: a rerun finds them
+    with pytest.raises(DataError, match="for csv: datasets only"):
+        data.load("mnist", image_dir=image_folder)

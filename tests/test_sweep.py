@@ -1,6 +1,9 @@
 """Whole sweeps on tiny data, through the CLI, for both engines."""
 
+from pathlib import Path
+
 import mlflow
+import numpy as np
 import optuna
 import pytest
 from click.testing import CliRunner
@@ -10,6 +13,7 @@ from conftest import TINY_SWEEP, sweep_file
 from sweeper import config, runner
 from sweeper.cli import main
 from sweeper.engines import optuna_engine
+from sweeper.errors import SweeperError
 from sweeper.sweep import run_sweep
 
 
@@ -252,3 +256,110 @@ def test_refit_retrains_the_best_trial_on_all_training_data_and_is_exported(work
     again = CliRunner().invoke(main, ["sweep", str(path)])  # nothing new: no second refit
     assert "is refitted already" in again.output
     assert len(tracking.children(parent.info.run_id)) == len(children)
+
+
+def test_only_the_best_trials_and_the_recipe_keep_their_models(workdir):
+    path = sweep_file(workdir, "keep", budget={"trials": 4, "max_epochs": 1}, keep_models=1)
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    children = children_of(parent_of("keep").info.run_id)
+    complete = [c for c in children if c.data.tags["state"] == "complete"]
+    best = max(complete, key=lambda c: c.data.metrics["best_val_accuracy"])
+    kept = {c.info.run_id for c in complete if "model_dropped" not in c.data.tags}
+    recipe = next(c for c in children if c.data.tags["baseline"] == "yes")
+    assert kept == {best.info.run_id, recipe.info.run_id}
+    assert "dropped" in result.output
+    client = MlflowClient()
+    for child in complete:
+        (output,) = child.outputs.model_outputs
+        location = client.get_experiment(child.info.experiment_id).artifact_location
+        files = Path(location.removeprefix("file://")) / "models" / output.model_id
+        if child.info.run_id in kept:
+            assert client.get_logged_model(output.model_id).model_id == output.model_id
+            assert any(files.rglob("*.keras"))
+        else:  # deleted in MLflow and on disk; the run keeps its plots
+            with pytest.raises(mlflow.exceptions.MlflowException):
+                client.get_logged_model(output.model_id)
+            assert not any(files.rglob("*.keras"))
+            assert "keep_models: 1" in child.data.tags["model_dropped"]
+            assert "curves.png" in {a.path for a in client.list_artifacts(child.info.run_id)}
+    out = CliRunner().invoke(main, ["best", "--sweep", "keep", "--export", "best.keras"])
+    assert out.exit_code == 0, out.output
+
+
+def test_export_of_a_dropped_model_says_how_to_get_it_back(workdir):
+    from sweeper import results, tracking
+
+    path = sweep_file(workdir, "dropped", budget={"trials": 2, "max_epochs": 1}, keep_models=0)
+    assert CliRunner().invoke(main, ["sweep", str(path)]).exit_code == 0
+    trial = next(
+        c
+        for c in children_of(parent_of("dropped").info.run_id)
+        if c.data.tags["baseline"] == "no" and c.data.tags["state"] == "complete"
+    )
+    with pytest.raises(SweeperError, match=f"sweeper rerun {trial.info.run_id}"):
+        results.export(tracking.get_run(trial.info.run_id), workdir / "x.keras")
+    assert not (workdir / "x.keras").exists()
+
+
+@pytest.mark.parametrize("save_optimizer", [False, True])
+def test_logged_models_carry_the_optimizer_state_only_when_asked(workdir, save_optimizer):
+    from sweeper import tracking
+
+    study = f"optimizer-{save_optimizer}"
+    path = sweep_file(
+        workdir, study, budget={"trials": 1, "max_epochs": 1}, save_optimizer=save_optimizer
+    )
+    assert CliRunner().invoke(main, ["sweep", str(path)]).exit_code == 0
+    (child,) = children_of(parent_of(study).info.run_id)
+    model, _ = tracking.load_model(child.info.run_id)
+    assert (getattr(model, "optimizer", None) is not None) == save_optimizer
+    probabilities = model.predict(np.zeros((2, 28, 28, 1)), verbose=0)
+    assert probabilities.shape == (2, 10)
+
+
+def test_a_failed_artifact_write_warns_and_the_sweep_goes_on(workdir, monkeypatch):
+    from sweeper import plots
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plots, "curves_figure", full_disk)
+    path = sweep_file(workdir, "no-plots", budget={"trials": 2, "max_epochs": 1})
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    children = children_of(parent_of("no-plots").info.run_id)
+    assert [c.data.tags["state"] for c in children] == ["complete", "complete"]
+    assert "its artifacts were not all written: [Errno 28] No space left" in result.output
+    assert (
+        len(
+            optuna.load_study(
+                study_name="no-plots", storage=optuna_engine.make_storage(None)
+            ).trials
+        )
+        == 2
+    )
+
+
+@pytest.mark.parametrize("engine", ["optuna", "keras-tuner"])
+def test_a_full_disk_fails_its_trial_and_stops_the_sweep_at_once_in_one_line(
+    workdir, monkeypatch, engine
+):
+    study = f"full-disk-{engine}"
+    path = sweep_file(
+        workdir, study, engine=engine, sampler="random", budget={"trials": 5, "max_epochs": 1}
+    )
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner, "train", full_disk)
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f"error: sweep {study} stopped: the disk is full (cnn #0: ")
+    assert last.endswith("free some space, then run the same command to resume")
+    parent = parent_of(study)
+    assert parent.info.status == "FAILED"
+    (child,) = children_of(parent.info.run_id)  # no second trial tried
+    assert child.data.tags["state"] == "failed" and child.info.status == "FAILED"

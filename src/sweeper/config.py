@@ -36,6 +36,8 @@ TOP_KEYS = (
     "baseline_first",
     "refit",
     "workers",
+    "keep_models",
+    "save_optimizer",
     "families",
 )
 
@@ -61,8 +63,11 @@ class SweepSpec:
     val_fraction: float = 0.1
     image_size: tuple[int, int] = data.DEFAULT_IMAGE_SIZE
     limit: int | None = None
+    image_dir: str | None = None  # where a csv: dataset's relative paths resolve
     refit_epochs: int | None = None  # retrain the best trial on train + validation
     workers: int | str = 1  # trial processes on this machine, or "auto" (`devices.plan`)
+    keep_models: int | None = 3  # trials that keep their model (best first); None: all
+    save_optimizer: bool = False  # logged models carry their optimizer's state
     text: str = field(default="", repr=False)
 
     def with_overrides(self, **overrides: Any) -> SweepSpec:
@@ -172,7 +177,12 @@ def _build(raw, path, problems) -> SweepSpec | None:
     ):
         problem("data.image_size", "[height, width] in pixels, each at least 8", image_size)
     limit = _positive(options, "limit", None, int, problem, "data.")
-    _unknown(options, ("validation_split", "image_size", "limit"), "data", problem)
+    image_dir = options.get("image_dir")
+    if image_dir is not None and not (
+        isinstance(image_dir, str) and isinstance(dataset, str) and dataset.startswith("csv:")
+    ):
+        problem("data.image_dir", "a folder, for a csv: dataset", image_dir)
+    _unknown(options, ("validation_split", "image_size", "limit", "image_dir"), "data", problem)
 
     refit = _mapping(raw, "refit", problem)
     _unknown(refit, ("epochs",), "refit", problem)
@@ -183,6 +193,15 @@ def _build(raw, path, problems) -> SweepSpec | None:
         not isinstance(workers, int) or isinstance(workers, bool) or workers < 1
     ):
         problem("workers", "a number of workers (1 or more) or auto", workers)
+
+    keep_models = raw.get("keep_models", 3)
+    if keep_models != "all" and (
+        not isinstance(keep_models, int) or isinstance(keep_models, bool) or keep_models < 0
+    ):
+        problem("keep_models", "a number of trials (0 or more) or all", keep_models)
+    save_optimizer = raw.get("save_optimizer", False)
+    if not isinstance(save_optimizer, bool):
+        problem("save_optimizer", "true or false", save_optimizer)
 
     search = _families(raw.get("families"), problem)
     if isinstance(dataset, str) and not data.mirror_safe(dataset):
@@ -213,8 +232,11 @@ def _build(raw, path, problems) -> SweepSpec | None:
         val_fraction=val_fraction,
         image_size=tuple(image_size),
         limit=limit,
+        image_dir=image_dir,
         refit_epochs=refit_epochs,
         workers=workers,
+        keep_models=None if keep_models == "all" else keep_models,
+        save_optimizer=save_optimizer,
     )
 
 

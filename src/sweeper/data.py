@@ -197,23 +197,33 @@ def load(
     val_fraction: float = 0.1,
     seed: int = 0,
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
+    image_dir: str | os.PathLike | None = None,
 ) -> Dataset:
-    """Loads a dataset once per process; later calls with the same arguments reuse it."""
+    """Loads a dataset once per process; later calls with the same arguments reuse it.
+    `image_dir`: where a `csv:` dataset's relative paths resolve (default: the CSV's folder)."""
     check_name(name)
     folder = resolve_data_dir(data_dir)
+    if image_dir is not None and not name.startswith("csv:"):
+        raise DataError(f"{name}: an image directory is for csv: datasets only")
     return _load_cached(
-        name, str(folder) if folder else None, limit, val_fraction, seed, tuple(image_size)
+        name,
+        str(folder) if folder else None,
+        limit,
+        val_fraction,
+        seed,
+        tuple(image_size),
+        str(Path(image_dir).resolve()) if image_dir else None,
     )
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(name, data_dir, limit, val_fraction, seed, image_size) -> Dataset:
+def _load_cached(name, data_dir, limit, val_fraction, seed, image_size, image_dir) -> Dataset:
     if name in NAMED:
         (x_train, y_train), (x_test, y_test) = _load_named(name, data_dir)
         class_names, skipped = NAMED[name].class_names, 0
     else:
         x_train, y_train, x_test, y_test, class_names, skipped = _load_images(
-            name, image_size, seed
+            name, image_size, seed, image_dir
         )
     if limit:
         x_train, y_train = x_train[:limit], y_train[:limit]
@@ -226,6 +236,8 @@ def _load_cached(name, data_dir, limit, val_fraction, seed, image_size) -> Datas
     }
     if name not in NAMED:
         options["image_size"] = list(image_size)
+    if image_dir:
+        options["image_dir"] = image_dir
         source = name.split(":", 1)[1]
     elif data_dir:
         source = str(Path(data_dir) / name)
@@ -316,13 +328,13 @@ def read_idx(path: Path) -> np.ndarray:
 # --- Image folders and CSV files ---------------------------------------------------------
 
 
-def _load_images(name, image_size, seed):
+def _load_images(name, image_size, seed, image_dir=None):
     kind, path = name.split(":", 1)
     root = Path(path)
     if not root.exists():
         raise DataError(f"{name}: {root} does not exist")
     if kind == "csv":
-        files, labels, class_names = _read_label_csv(root)
+        files, labels, class_names = _read_label_csv(root, image_dir)
         train_idx, test_idx = _split_indices(len(files), 0.2, seed)
         train_files, test_files = [files[i] for i in train_idx], [files[i] for i in test_idx]
         train_labels, test_labels = labels[train_idx], labels[test_idx]
@@ -338,7 +350,7 @@ def _load_images(name, image_size, seed):
             train_labels = train_labels[train_idx]
         else:
             test_files, test_labels = _list_class_files(test_dir, class_names)
-    _check_files_exist(name, train_files + test_files)
+    _check_files_exist(name, train_files + test_files, image_dir)
     x_train, y_train, skipped_train = _read_images(train_files, train_labels, image_size)
     x_test, y_test, skipped_test = _read_images(test_files, test_labels, image_size)
     if len(y_train) == 0:
@@ -382,8 +394,9 @@ def _list_class_files(folder, class_names):
     return files, np.asarray(labels, dtype=np.int64)
 
 
-def _read_label_csv(csv_path):
-    """Rows of `filename,label`; a header row naming those columns is skipped."""
+def _read_label_csv(csv_path, image_dir=None):
+    """Rows of `filename,label`; a header row naming those columns is skipped. Relative
+    paths resolve from `image_dir`, else from the CSV's folder."""
     if not csv_path.is_file():
         raise DataError(f"csv:{csv_path}: expected a CSV file of filename,label rows")
     with open(csv_path, newline="") as f:
@@ -398,18 +411,20 @@ def _read_label_csv(csv_path):
         )
     class_names = sorted({r[1].strip() for r in rows})
     index = {c: i for i, c in enumerate(class_names)}
-    files = [csv_path.parent / r[0].strip() for r in rows]
+    base = Path(image_dir) if image_dir else csv_path.parent
+    files = [base / r[0].strip() for r in rows]
     labels = np.asarray([index[r[1].strip()] for r in rows], dtype=np.int64)
     return files, labels, class_names
 
 
-def _check_files_exist(name, files):
+def _check_files_exist(name, files, image_dir=None):
     """A CSV that lists files elsewhere is a common mistake: say which and how many."""
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
+        where = f"from {image_dir}" if image_dir else "from the CSV's own folder, or data.image_dir"
         raise DataError(
             f"{name}: {len(missing)} of {len(files)} listed image(s) not found, the first: "
-            f"{missing[0]} (a CSV's paths resolve from the CSV's own folder)"
+            f"{missing[0]} (a CSV's relative paths resolve {where})"
         )
 
 

@@ -25,17 +25,21 @@ class Policy:
         self.deadline = deadline
         self.failures_in_a_row = 0
         self.last_error = ""
+        self.fatal = ""  # a failure that every next trial would meet too (a full disk)
 
-    def record(self, failed: bool, error: str = "") -> None:
+    def record(self, failed: bool, error: str = "", *, fatal: bool = False) -> None:
         """Counts this process's failures in a row; several mean something is wrong with
-        every trial, not with one."""
+        every trial, not with one. A `fatal` one stops the sweep at once."""
         self.failures_in_a_row = self.failures_in_a_row + 1 if failed else 0
         self.last_error = error if failed else ""
+        self.fatal = error if fatal else ""
         if self.failures_in_a_row == MAX_FAILURES_IN_A_ROW:
             log.info("stopping: %d trials failed in a row", self.failures_in_a_row)
 
     def failed_in_a_row(self) -> str | None:
         """Why this process gave up on failures, with the last error; None when it did not."""
+        if self.fatal:
+            return self.fatal
         if self.failures_in_a_row < MAX_FAILURES_IN_A_ROW:
             return None
         return f"{self.failures_in_a_row} trials failed in a row; the last: {self.last_error}"
@@ -56,6 +60,8 @@ class Policy:
     def stop_reason(self, trials: Sequence[PastTrial], *, holding: bool = False) -> str | None:
         """Why the sweep should start no more trials, as "the study ..." would go on; None
         when it should. With `holding`, running trials (other workers') use budget too."""
+        if self.fatal:
+            return "met a failure every trial would meet"
         if self.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
             return f"had {self.failures_in_a_row} trials fail in a row"
         if self.target_met(trials):
@@ -98,10 +104,11 @@ def finished(trials: Sequence[PastTrial]) -> int:
 
 def best(trials: Sequence[PastTrial], direction: str) -> PastTrial | None:
     """The completed trial with the best value (the lowest number among equals)."""
+    return next(iter(ranked(trials, direction)), None)
+
+
+def ranked(trials: Sequence[PastTrial], direction: str) -> list[PastTrial]:
+    """The completed trials, best first (the lowest number first among equals)."""
     sign = 1 if direction == "maximize" else -1
-    done = [
-        (sign * t.value, -t.number, t)
-        for t in trials
-        if t.state == COMPLETE and t.value is not None
-    ]
-    return max(done, key=lambda ranked: ranked[:2], default=(0.0, 0, None))[2]
+    done = [t for t in trials if t.state == COMPLETE and t.value is not None]
+    return sorted(done, key=lambda t: (-sign * (t.value or 0.0), t.number))

@@ -194,6 +194,11 @@ def export(run: Any, path: str | Path, force: bool = False) -> Path:
         raise SweeperError(f"{path} exists; --force overwrites it")
     logged = tracking.load_model(run.info.run_id)
     if logged is None:
+        if why := run.data.tags.get(names.MODEL_DROPPED):
+            raise SweeperError(
+                f"the model of run {run.info.run_id} was deleted at its sweep's end ({why}); "
+                f"`sweeper rerun {run.info.run_id}` trains it again"
+            )
         raise SweeperError(f"Run {run.info.run_id} logged no model")
     model, class_names = logged
     metadata = {
@@ -268,6 +273,7 @@ def rerun(run_id: str, data_dir: str | None = None) -> tuple:
         val_fraction=float(p.get("validation_split", 0.1)),
         seed=int(p.get("data_seed", p.get("seed", 0))),
         **({"image_size": image_size} if image_size else {}),
+        image_dir=p.get("image_dir"),
     )
     tags = {
         names.KIND: original.data.tags.get(names.KIND, names.KIND_TRIAL),

@@ -114,10 +114,14 @@ def tracked_trial(
     precision: str = "float32",
     stop_when: Callable[[dict], str | None] | None = None,
     on_start: Callable[[str], None] | None = None,
+    optimizer: bool = False,
+    background: bool = False,
 ) -> tuple[TrialResult, tracking.TrialRun]:
     """Trains one trial and logs it; a pruned trial is logged with its curves so far.
 
-    `on_start(run_id)` lets an engine note which MLflow run holds its trial."""
+    `on_start(run_id)` lets an engine note which MLflow run holds its trial. `optimizer`:
+    the logged model keeps its optimizer's state. `background`: its artifacts are written
+    while the caller goes on (`tracking.flush` waits for them)."""
     full = schema.resolve(family, params)
     logged = {
         **full,
@@ -153,5 +157,12 @@ def tracked_trial(
             run.state = names.PRUNED
         if result.stopped_by:
             run.tags[names.STOPPED_BY] = result.stopped_by
-        tracking.log_result(result, dataset, with_model=not result.pruned)
+        tracking.log_result(
+            result,
+            dataset,
+            run,
+            with_model=not result.pruned,
+            optimizer=optimizer,
+            background=background,
+        )
     return result, run

@@ -9,6 +9,7 @@ the same. The policy (budget, timeout, target, failures in a row, recipes first)
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import time
@@ -107,9 +108,19 @@ class SweepRun:
                     logs.get(spec.metric, math.nan)
                 ),
                 on_start=on_start,
+                optimizer=spec.save_optimizer,
+                background=True,  # its artifacts are written while the next trial trains
             )
         except Exception as error:
-            self.policy.record(failed=True, error=f"{label}: {type(error).__name__}: {error}")
+            if disk_full(error):
+                self.policy.record(
+                    failed=True,
+                    error=f"the disk is full ({label}: {error}); free some space, then run "
+                    "the same command to resume",
+                    fatal=True,
+                )
+            else:
+                self.policy.record(failed=True, error=f"{label}: {type(error).__name__}: {error}")
             log.info("  %s failed: %s: %s", label, type(error).__name__, error)
             raise
         self.policy.record(failed=False)
@@ -241,17 +252,62 @@ def ending(parent: tracking.ParentRun, end: bool = True) -> Iterator[None]:
         status = "KILLED"
         raise
     finally:
+        tracking.flush()  # the last trials' artifacts, before the parent ends
         if end:
             parent.end(status)
 
 
 def finish(sweep: SweepRun, data_dir: str | None) -> None:
-    """After the search: the refit of the best trial, on all the training data."""
+    """After the search: the refit of the best trial, on all the training data; then only
+    the best trials keep their models."""
     spec = sweep.spec
     if spec.refit_epochs:  # no `data.limit` here
         refit(
             spec, _load(spec, data_dir, None), sweep.experiment, sweep.parent, sweep.engine.trials()
         )
+    keep_best_models(sweep)
+
+
+def disk_full(error: BaseException) -> bool:
+    """A full disk, as the OS or SQLite report it, anywhere in the error's chain."""
+    link: BaseException | None = error
+    while link is not None:
+        if (isinstance(link, OSError) and link.errno == errno.ENOSPC) or (
+            "database or disk is full" in str(link)
+        ):
+            return True
+        link = link.__cause__ or link.__context__
+    return False
+
+
+def keep_best_models(sweep: SweepRun) -> None:
+    """Deletes the models of all but the best `keep_models` complete trials (and each
+    family's recipe trial): a sweep's models are most of its disk. Refits keep theirs; the
+    dropped trials keep everything else, and `sweeper rerun` trains one again."""
+    keep = sweep.spec.keep_models
+    if keep is None:
+        return
+    tracking.flush()
+    ranked = policy.ranked(sweep.engine.trials(), sweep.spec.direction)
+    kept = {t.number for t in ranked[:keep]}
+    why = f"not among the sweep's best {keep} trials (keep_models: {keep})"
+    dropped = 0
+    try:
+        for run in tracking.children(sweep.parent.run_id):
+            tags = run.data.tags
+            if (
+                tags.get(names.KIND) == names.KIND_TRIAL
+                and tags.get(names.STATE) == names.COMPLETE
+                and tags.get(names.BASELINE) != "yes"
+                and int(tags.get(names.TRIAL_NUMBER, -1)) not in kept
+                and names.MODEL_DROPPED not in tags
+            ):
+                tracking.drop_model(run.info.run_id, why)
+                dropped += 1
+    except tracking.TrackingError as error:
+        log.warning("could not drop the models of the other trials: %s", error)
+    if dropped:
+        log.info("models: kept the best %d trials' and the recipes', dropped %d", keep, dropped)
 
 
 def _load(spec: SweepSpec, data_dir: str | None, limit: int | None) -> data.Dataset:
@@ -262,6 +318,7 @@ def _load(spec: SweepSpec, data_dir: str | None, limit: int | None) -> data.Data
         val_fraction=spec.val_fraction,
         seed=spec.seed,
         image_size=spec.image_size,
+        image_dir=spec.image_dir,
     )
 
 
@@ -325,6 +382,7 @@ def refit(
         tags=tags,
         parent_run_id=parent.run_id,
         precision=spec.precision,
+        optimizer=spec.save_optimizer,
     )
     parent.log_refit(result.test, f"{label} ({run.run_id})")
     log.info(

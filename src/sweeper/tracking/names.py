@@ -16,6 +16,7 @@ DOCUMENTED_ACCURACY = "documented_accuracy"
 RERUN_OF = "rerun_of"
 REFIT_OF = "refit_of"  # on a refit run: the run id of the trial it retrains
 ERROR = "error"
+MODEL_DROPPED = "model_dropped"  # why its model was deleted (a sweep's keep_models)
 STOPPED_BY = "stopped_by"  # why a trial stopped before its epochs: "timeout" or "target"
 PARENT = "mlflow.parentRunId"  # MLflow's own tag for nested runs
 # Tags on the sweep's parent run.

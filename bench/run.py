@@ -2,7 +2,7 @@
 
 python bench/run.py [--only overhead,startup,levers,tta,workers,documented] [--data-dir DIR]
 
-Prints a Markdown table and writes it to bench/results/DATE-HOST.md.
+Prints a Markdown table and writes it to bench/results/DATE-HOST-SECTIONS-HHMM.md.
 """
 
 from __future__ import annotations
@@ -496,12 +496,9 @@ def main():
         f"Took {(time.perf_counter() - started) / 60:.1f} min.\n\n{table}\n"
     )
     print(text)
-    out = (
-        ROOT
-        / "bench"
-        / "results"
-        / f"{stamp[:10]}-{socket.gethostname()}-{args.only.replace(',', '+')}.md"
-    )
+    sections = args.only.replace(",", "+")
+    name = f"{stamp[:10]}-{socket.gethostname()}-{sections}-{stamp[11:].replace(':', '')}.md"
+    out = ROOT / "bench" / "results" / name  # a later run of the same day adds its own file
     out.write_text(text)
     print(f"written to {out.relative_to(ROOT)}", file=sys.stderr)
 

@@ -56,7 +56,7 @@ def main() -> None:
     for task, classes in TASKS.items():
         few = args.few if task == "cifar_b" else None
         write(args.out / task / "Training", x, y, classes, few)
-        write(args.out / task / "Test", xt, yt, classes)
+        write(args.out / task / "Test", xt, yt, classes, None)
         print(f"{args.out / task}: {', '.join(CLASSES[c] for c in classes)}")
 
 

@@ -188,6 +188,28 @@ def test_ctrl_c_fails_the_running_trial_and_leaves_the_study_resumable(workdir, 
     assert parent_of("interrupt").info.status == "FINISHED"
 
 
+def test_ctrl_c_loses_no_artifact_of_the_trials_before(workdir, monkeypatch):
+    from sweeper import tracking
+
+    spec = config.load(sweep_file(workdir, "flush", budget={"trials": 3, "max_epochs": 1}))
+    real_train, calls = runner.train, []
+
+    def interrupted_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the first trial's artifacts are being written now
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "train", interrupted_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec)
+    first, second = children_of(parent_of("flush").info.run_id)
+    assert first.data.tags["state"] == "complete" and second.data.tags["state"] == "failed"
+    written = {a.path for a in MlflowClient().list_artifacts(first.info.run_id)}
+    assert {"curves.png", "confusion_matrix.png", "model_summary.txt"} <= written
+    assert tracking.load_model(first.info.run_id) is not None
+
+
 @pytest.mark.parametrize("engine", ["optuna", "keras-tuner"])
 def test_trials_failing_in_a_row_end_the_sweep_with_one_line_and_a_non_zero_exit(
     workdir, monkeypatch, engine

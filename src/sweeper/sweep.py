@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import math
 import time
@@ -212,6 +213,11 @@ def prepare(
     except BaseException:
         parent.end("FAILED")
         raise
+    # Libraries and data stay loaded for the whole sweep: the collection each trial starts
+    # with (Keras' clear_session) then skips them (0.18 s a trial here, measured). `ending`
+    # unfreezes them.
+    gc.collect()
+    gc.freeze()
     return SweepRun(spec, dataset, experiment, parent, engine, deadline)
 
 
@@ -253,6 +259,7 @@ def ending(parent: tracking.ParentRun, end: bool = True) -> Iterator[None]:
         raise
     finally:
         tracking.flush()  # the last trials' artifacts, before the parent ends
+        gc.unfreeze()
         if end:
             parent.end(status)
 

@@ -160,7 +160,8 @@ def test_a_worker_killed_with_minus_9_has_its_trial_failed_and_run_again(tmp_pat
 
 def test_sigterm_stops_every_worker_and_the_sweep_resumes(tmp_path, data_dir):
     slow = {"mlp": {**MLP_ONLY["mlp"], "units": {"int": [64, 256], "step": 64}}}
-    sweep = start(tmp_path, data_dir, "--workers", "2", trials=6, epochs=30, families=slow)
+    # Trials long enough that the signal, 2 s after both started, lands inside them.
+    sweep = start(tmp_path, data_dir, "--workers", "2", trials=6, epochs=400, families=slow)
     for _ in range(600):
         time.sleep(0.2)
         journal = tmp_path / "mlruns" / "optuna.journal"

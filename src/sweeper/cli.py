@@ -536,8 +536,12 @@ def ui(port: int, tracking_uri: str | None) -> None:
     try:
         sys.exit(server.wait())
     except KeyboardInterrupt:
-        server.terminate()
-        server.wait()
+        os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:  # a worker that ignores it: no Ctrl-C hangs
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
         click.echo("MLflow UI stopped")
 
 

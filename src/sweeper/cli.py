@@ -317,6 +317,9 @@ def sweep(
     from sweeper import config
 
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C
+    # A shell's background job starts with SIGINT ignored; the supervisor stops its workers
+    # with SIGINT, so every sweep process takes it, however it was started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     spec = config.load(sweep_file).with_overrides(
         trials=trials,
@@ -532,6 +535,7 @@ def ui(port: int, tracking_uri: str | None) -> None:
     ]
     # Its own session: Ctrl-C reaches only this process, which stops the server quietly
     # (a SIGINT to MLflow's server processes prints a traceback from each).
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in `sweep`
     server = subprocess.Popen(command, start_new_session=True)
     try:
         sys.exit(server.wait())

@@ -104,7 +104,7 @@ def main():
     x, y = x[: args.limit], y[: args.limit]
     n_val = len(y) // 10
     x_val, y_val, x, y = x[:n_val], y[:n_val], x[n_val:], y[n_val:]
-    trial_start = time.perf_counter()
+    trial_start, trial_started = time.perf_counter(), time.time()
     model = model_for(args.arch, x.shape[1:])
     model.compile(
         optimizer="adam",
@@ -133,6 +133,7 @@ def main():
         json.dumps(
             {
                 "first_step": probe.callback.first,
+                "trial_started": trial_started,
                 "fit_seconds": fit_seconds,
                 "trial_seconds": trial_seconds,
                 "epoch_seconds": probe.callback.epoch_seconds,

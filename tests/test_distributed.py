@@ -136,8 +136,8 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cluster, tmp_p
     storage, tracking = cluster
     slow = {**TINY_SWEEP["families"]["cnn"], "early_stopping_patience": 0}
     path = write_sweep(
-        tmp_path, "killed", 6, families={"cnn": slow}, budget={"trials": 6, "max_epochs": 6}
-    )
+        tmp_path, "killed", 6, families={"cnn": slow}, budget={"trials": 6, "max_epochs": 30}
+    )  # trials long enough that the kill lands inside one, not between two
     workers = start_workers(3, path, storage, tracking, tmp_path, data_dir, beat="2")
     victim = workers[0]
     killed = None

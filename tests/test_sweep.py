@@ -1,5 +1,7 @@
 """Whole sweeps on tiny data, through the CLI, for both engines."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -385,3 +387,64 @@ def test_a_full_disk_fails_its_trial_and_stops_the_sweep_at_once_in_one_line(
     assert parent.info.status == "FAILED"
     (child,) = children_of(parent.info.run_id)  # no second trial tried
     assert child.data.tags["state"] == "failed" and child.info.status == "FAILED"
+
+
+FIRST_TRIAL_SEES = """
+import sys
+from sweeper import cli, runner
+
+train, seen = runner.train, []
+
+
+def watched(*args, **kwargs):
+    seen.append("mlflow" in sys.modules)
+    return train(*args, **kwargs)
+
+
+runner.train = watched
+try:
+    cli.main(["sweep", sys.argv[1]])
+finally:
+    print("mlflow loaded when the first trial started training:", seen[0] if seen else "-")
+"""
+
+
+def test_the_first_trial_trains_before_mlflow_is_loaded(workdir):
+    # MLflow's import and store are the writer thread's first job, done while that trial
+    # trains: a new process, so that this one's MLflow does not count.
+    path = sweep_file(workdir, "first-step", budget={"trials": 2, "max_epochs": 1})
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_TRIAL_SEES, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "mlflow loaded when the first trial started training: False" in done.stdout, (
+        done.stdout + done.stderr
+    )
+    parent = parent_of("first-step")
+    assert parent.info.status == "FINISHED"
+    runs = children_of(parent.info.run_id)
+    assert [r.data.tags["state"] for r in runs] == ["complete", "complete"]
+    assert all(r.outputs.model_outputs for r in runs)
+    steps = [m.step for m in MlflowClient().get_metric_history(runs[0].info.run_id, "loss")]
+    assert steps == [1]
+
+
+def test_a_store_that_cannot_be_opened_stops_the_sweep_in_one_line(workdir, tracking_uri):
+    (workdir / "a-file").write_text("")
+    path = sweep_file(workdir, "no-store", budget={"trials": 3, "max_epochs": 1})
+    try:
+        result = CliRunner().invoke(
+            main, ["sweep", str(path), "--tracking-uri", f"sqlite:///{workdir}/a-file/m.db"]
+        )
+    finally:
+        mlflow.set_tracking_uri(tracking_uri)  # the session's store, for the tests after
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(
+        "error: sweep no-store stopped: could not open the sweep's run in MLflow (sqlite:///"
+    ), last
+    study = optuna.load_study(study_name="no-store", storage=optuna_engine.make_storage(None))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]  # no other tried

@@ -53,18 +53,28 @@ def test_a_trial_run_holds_params_curves_model_and_plots(workdir, data_dir):
     assert model.count_params() == metrics["params_count"]
 
 
-def test_a_run_that_raises_ends_failed_with_the_error(workdir):
+@pytest.mark.parametrize("background", [False, True])
+def test_a_run_that_raises_ends_failed_with_the_error(workdir, background):
     tracking.configure()
     experiment = tracking.experiment_id("test-tracking")
-    with (
-        pytest.raises(RuntimeError),
-        tracking.trial_run(experiment, "boom", {"a": 1}, {"kind": "trial"}) as run,
-    ):
+    recorder = tracking.TrialRecorder(
+        "boom",
+        lambda: tracking.open_run(experiment, "boom", {"a": 1}, {"kind": "trial"}),
+        background=background,
+    )
+    recorder.start()
+    try:
         raise RuntimeError("out of memory")
-    logged = MlflowClient().get_run(run.run_id)
+    except RuntimeError as error:
+        recorder.fail(error)
+    tracking.flush()
+    logged = MlflowClient().get_run(recorder.run_id)
     assert logged.info.status == "FAILED"
     assert logged.data.tags["state"] == "failed"
     assert logged.data.tags["error"] == "RuntimeError: out of memory"
+    assert "RuntimeError: out of memory" in mlflow.artifacts.load_text(
+        f"runs:/{recorder.run_id}/traceback.txt"
+    )
 
 
 def test_default_store_is_sqlite_under_mlruns(tmp_path, monkeypatch):

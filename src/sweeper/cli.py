@@ -54,6 +54,8 @@ def setup_logging(verbosity: int) -> None:
     # MLflow sets its loggers' level from this when it is imported, after this runs.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbosity > 0 else "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", str(verbosity > 0).lower())
+    # Its "View run ... at: URL" lines, one per run on a tracking server.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", str(verbosity <= 0).lower())
     if worker := os.environ.get(devices.WORKER_VARIABLE):
         _ConsoleHandler.prefix = f"[worker {worker}] "
 

@@ -104,24 +104,25 @@ def tracked_trial(
     params: dict,
     dataset: Dataset,
     *,
-    experiment: str,
+    experiment: str | Callable[[], str],
     run_name: str,
     epochs: int,
     seed: int,
     tags: dict,
-    parent_run_id: str | None = None,
+    parent_run_id: str | Callable[[], str] | None = None,
     should_prune: Callable[[int, dict], bool] | None = None,
     precision: str = "float32",
     stop_when: Callable[[dict], str | None] | None = None,
     on_start: Callable[[str], None] | None = None,
     optimizer: bool = False,
     background: bool = False,
-) -> tuple[TrialResult, tracking.TrialRun]:
+) -> tuple[TrialResult, tracking.TrialRecorder]:
     """Trains one trial and logs it; a pruned trial is logged with its curves so far.
 
     `on_start(run_id)` lets an engine note which MLflow run holds its trial. `optimizer`:
-    the logged model keeps its optimizer's state. `background`: its artifacts are written
-    while the caller goes on (`tracking.flush` waits for them)."""
+    the logged model keeps its optimizer's state. `background`: the run is written by the
+    writer thread while training goes on (`tracking.flush` waits); `experiment` and
+    `parent_run_id` may then be functions, called there when the run opens."""
     full = schema.resolve(family, params)
     logged = {
         **full,
@@ -134,14 +135,18 @@ def tracked_trial(
         **dataset.options,
     }
     all_tags = {names.FAMILY: family, names.DATASET: dataset.name, **tags}
-    with tracking.trial_run(experiment, run_name, logged, all_tags, parent_run_id) as run:
-        if on_start:
-            on_start(run.run_id)
-        tracking.log_dataset(dataset)
-        callbacks: list[keras.callbacks.Callback] = [tracking.EpochLogger(run.run_id)]
-        if log.isEnabledFor(logging.INFO):  # -q: no progress lines
-            fine_tune = int(full.get("fine_tune_epochs") or 0)  # transfer's second phase
-            callbacks.append(epoch_printer(run_name, epochs + fine_tune))
+
+    def open_run() -> tracking.TrialRun:
+        return tracking.open_run(
+            _value(experiment), run_name, logged, all_tags, _value(parent_run_id), dataset
+        )
+
+    recorder = tracking.TrialRecorder(run_name, open_run, background=background, on_open=on_start)
+    callbacks: list[keras.callbacks.Callback] = [tracking.EpochLogger(recorder)]
+    if log.isEnabledFor(logging.INFO):  # -q: no progress lines
+        fine_tune = int(full.get("fine_tune_epochs") or 0)  # transfer's second phase
+        callbacks.append(epoch_printer(run_name, epochs + fine_tune))
+    try:
         result = train(
             family,
             full,
@@ -153,16 +158,19 @@ def tracked_trial(
             precision=precision,
             stop_when=stop_when,
         )
-        if result.pruned:
-            run.state = names.PRUNED
-        if result.stopped_by:
-            run.tags[names.STOPPED_BY] = result.stopped_by
-        tracking.log_result(
-            result,
-            dataset,
-            run,
-            with_model=not result.pruned,
-            optimizer=optimizer,
-            background=background,
-        )
-    return result, run
+        # Waits only while the writer is on the trial before (tiny trials): it then holds
+        # one trial's writes at most. Raises why the run could not open.
+        recorder.wait_open()
+    except BaseException as error:
+        recorder.fail(error)
+        raise
+    if result.pruned:
+        recorder.state = names.PRUNED
+    if result.stopped_by:
+        recorder.tags[names.STOPPED_BY] = result.stopped_by
+    recorder.complete(result, dataset, with_model=not result.pruned, optimizer=optimizer)
+    return result, recorder
+
+
+def _value(x):
+    return x() if callable(x) else x

@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 
 from sweeper import baselines, data, engines, policy, runner, schema, space, tracking
 from sweeper.config import SweepSpec
@@ -27,29 +28,87 @@ log = logging.getLogger(__name__)
 
 class SweepRun:
     """One session of a sweep: what an engine gets (`engines.base.Sweep`). Runs each trial as
-    a child run of the parent and keeps the parent's best-so-far current."""
+    a child run of the parent and keeps the parent's best-so-far current.
+
+    Every MLflow write goes to the writer thread (`tracking.recorder`), in order: the parent
+    run opens there when the first trial starts, while that trial trains."""
 
     def __init__(
         self,
         spec: SweepSpec,
         dataset: data.Dataset,
-        experiment: str,
-        parent: tracking.ParentRun,
         engine: Engine,
         deadline: float | None = None,
+        tracking_uri: str | None = None,
     ):
-        self.spec, self.dataset, self.experiment = spec, dataset, experiment
-        self.parent, self.engine = parent, engine
+        self.spec, self.dataset, self.engine = spec, dataset, engine
+        self.tracking_uri = tracking_uri
         self.policy = policy.Policy(spec, deadline)
         self.first_points = policy.first_points(spec)
         # Families whose recipe trial ran already: a later trial that samples the same
-        # values is a trial like any other, not the baseline.
-        self.recipes_run = {
-            r.data.tags.get(names.FAMILY)
-            for r in tracking.search_runs({names.PARENT: parent.run_id, names.BASELINE: "yes"})
-        }
+        # values is a trial like any other, not the baseline. A study with no trial yet has
+        # none, and then the store is not asked (it may not be open yet).
+        self._recipes_run: set[str] | None = set() if not engine.trials() else None
+        self._opening: Future[tuple[str, tracking.ParentRun]] | None = None
         self.started = time.perf_counter()
         self.best_number: int | None = None  # the trial the parent names as best
+
+    @property
+    def experiment(self) -> str:
+        """The dataset's MLflow experiment (waits for the writer to open it)."""
+        return self._tracked()[0]
+
+    @property
+    def parent(self) -> tracking.ParentRun:
+        """The sweep's parent run (waits for the writer to open it)."""
+        return self._tracked()[1]
+
+    def tracking_failed(self) -> BaseException | None:
+        """Why the experiment or the parent run could not be opened, once that is known."""
+        opening = self._opening
+        return opening.exception() if opening and opening.done() else None
+
+    def _tracked(self) -> tuple[str, tracking.ParentRun]:
+        opening = self._opened()
+        if not opening.done() and tracking.on_writer():
+            self._open()  # queued behind the job that asks: done now, still in order
+        return opening.result()
+
+    def _opened(self) -> Future[tuple[str, tracking.ParentRun]]:
+        """Asks the writer to open the experiment and the parent run, once."""
+        if self._opening is None:
+            self._opening = Future()
+            tracking.submit(self._open)
+        return self._opening
+
+    def _open(self) -> None:
+        opening = self._opening
+        if opening is None or opening.done():
+            return
+        try:
+            tracking.configure(self.tracking_uri)
+            experiment = tracking.experiment_id(self.dataset.name)
+            opening.set_result((experiment, _open_parent(self.spec, self.dataset, experiment)))
+        except Exception as error:
+            where = self.tracking_uri or "the default store"
+            opening.set_exception(
+                SweeperError(f"could not open the sweep's run in MLflow ({where}): {error}")
+            )
+
+    def recipes_run(self) -> set[str]:
+        if self._recipes_run is None:
+            self._recipes_run = {
+                r.data.tags.get(names.FAMILY, "")
+                for r in tracking.search_runs(
+                    {names.PARENT: self.parent.run_id, names.BASELINE: "yes"}
+                )
+            }
+        return self._recipes_run
+
+    def end(self, status: str) -> None:
+        """Ends the parent run with MLflow's `status`, if it was opened."""
+        if self._opening is not None and self.tracking_failed() is None:
+            self.parent.end(status)
 
     def stop_reason(self, trials: Sequence[PastTrial], *, holding: bool = False) -> str | None:
         return self.policy.stop_reason(trials, holding=holding)
@@ -70,9 +129,14 @@ class SweepRun:
         spec = self.spec
         searched = spec.families[family]
         params = {k: searched[k].tidy(v) for k, v in params.items()}  # as a user writes them
-        is_baseline = family not in self.recipes_run and (family, params) in self.first_points
+        try:
+            recipes_run = self.recipes_run()
+        except SweeperError as error:  # the store cannot be opened: no trial can be logged
+            self.policy.record(failed=True, error=str(error), fatal=True)
+            raise
+        is_baseline = family not in recipes_run and (family, params) in self.first_points
         if is_baseline:
-            self.recipes_run.add(family)
+            recipes_run.add(family)
         label = f"{family} #{number}"
         log.info(  # counts finished trials: a failed one does not use the budget
             "trial %s%s: %s (%d of %d finished)",
@@ -97,12 +161,12 @@ class SweepRun:
                 family,
                 {**_fixed(spec.families[family]), **params},
                 self.dataset,
-                experiment=self.experiment,
+                experiment=lambda: self.experiment,
                 run_name=label,
                 epochs=epochs or spec.max_epochs,
                 seed=spec.seed + number,
                 tags=tags,
-                parent_run_id=self.parent.run_id,
+                parent_run_id=lambda: self.parent.run_id,
                 should_prune=should_prune,
                 precision=spec.precision,
                 stop_when=lambda logs: self.policy.stop_after_epoch(
@@ -113,7 +177,9 @@ class SweepRun:
                 background=True,  # its artifacts are written while the next trial trains
             )
         except Exception as error:
-            if disk_full(error):
+            if unopened := self.tracking_failed():
+                self.policy.record(failed=True, error=str(unopened), fatal=True)
+            elif disk_full(error):
                 self.policy.record(
                     failed=True,
                     error=f"the disk is full ({label}: {error}); free some space, then run "
@@ -126,10 +192,10 @@ class SweepRun:
             raise
         self.policy.record(failed=False)
         value = result.best(spec.metric, spec.direction)
-        self._record(number, label, run.run_id, value, result)
+        self._record(number, label, run, value, result)
         return Outcome(value, result.pruned)
 
-    def _record(self, number, label, run_id, value, result):
+    def _record(self, number, label, run, value, result):
         state = names.PRUNED if result.pruned else names.COMPLETE
         latest = PastTrial(number, PRUNED if result.pruned else COMPLETE, value)
         best = self.update_best([latest])
@@ -145,7 +211,9 @@ class SweepRun:
             elapsed / 60,
         )
         if not result.pruned and self.spec.reached(value):
-            self._note(self.parent.log_target_reached, elapsed, number, f"{label} ({run_id})")
+            self._later(
+                lambda: self.parent.log_target_reached(elapsed, number, f"{label} ({run.run_id})")
+            )
             log.info(
                 "target %s %g reached by %s after %.1f min; stopping the sweep",
                 self.spec.metric,
@@ -172,27 +240,32 @@ class SweepRun:
         best = policy.best(list(trials), self.spec.direction)
         if best is None or (best.number == self.best_number and not again):
             return best
-        run = tracking.trial_of(self.parent.run_id, best.number)
-        if run is None:  # its worker is still writing it; a later update names it
-            return best
-        test_accuracy = run.data.metrics.get(names.TEST_ACCURACY, math.nan)
-        label = f"{run.info.run_name} ({run.info.run_id})"
         seen = policy.finished(list(trials))
-        if self._note(
-            self.parent.log_best, self.spec.metric, best.value, test_accuracy, seen, label
-        ):
-            self.best_number = best.number
+        self._later(lambda: self._name_best(best, seen))
         return best
 
-    def _note(self, write: Callable[..., None], *args: object) -> bool:
-        """Writes to the parent run; a failure there (a store busy with other workers, say)
-        must not fail a trial whose own run is complete. The next update writes again."""
-        try:
-            write(*args)
-        except tracking.TrackingError as error:
-            log.warning("could not update the sweep's parent run: %s", error)
-            return False
-        return True
+    def _name_best(self, best: PastTrial, seen: int) -> None:
+        run = tracking.trial_of(self.parent.run_id, best.number)
+        if run is None or best.value is None:  # its worker is still writing it; a later
+            return  # update names it
+        test_accuracy = run.data.metrics.get(names.TEST_ACCURACY, math.nan)
+        label = f"{run.info.run_name} ({run.info.run_id})"
+        self.parent.log_best(self.spec.metric, best.value, test_accuracy, seen, label)
+        self.best_number = best.number
+
+    def _later(self, write: Callable[[], None]) -> None:
+        """A write to the parent run, on the writer thread after the trials' writes before
+        it. A failure there (a store busy with other workers, say) must not fail a trial
+        whose own run is complete: a warning, and the next update writes again."""
+
+        def job() -> None:
+            try:
+                self._tracked()
+            except SweeperError:  # reported once, where the sweep waits for its run
+                return
+            write()
+
+        tracking.submit(tracking.warn_on_error(job, "could not update the sweep's parent run"))
 
 
 def prepare(
@@ -203,22 +276,16 @@ def prepare(
     tracking_uri: str | None = None,
     deadline: float | None = None,
 ) -> SweepRun:
-    """Loads the data, opens (or finds) the sweep's parent run and the engine's study."""
+    """Loads the data and opens (or finds) the engine's study; the parent run is opened on
+    the writer thread when first needed (`SweepRun.parent`)."""
     dataset = _load(spec, data_dir, spec.limit)
-    tracking.configure(tracking_uri)
-    experiment = tracking.experiment_id(dataset.name)
-    parent = _open_parent(spec, dataset, experiment)
-    try:
-        engine = engines.get(spec.engine)(spec, storage)
-    except BaseException:
-        parent.end("FAILED")
-        raise
+    engine = engines.get(spec.engine)(spec, storage)
     # Libraries and data stay loaded for the whole sweep: the collection each trial starts
     # with (Keras' clear_session) then skips them (0.18 s a trial here, measured). `ending`
     # unfreezes them.
     gc.collect()
     gc.freeze()
-    return SweepRun(spec, dataset, experiment, parent, engine, deadline)
+    return SweepRun(spec, dataset, engine, deadline, tracking_uri)
 
 
 def run_sweep(
@@ -235,7 +302,7 @@ def run_sweep(
     sweep = prepare(
         spec, storage=storage, data_dir=data_dir, tracking_uri=tracking_uri, deadline=deadline
     )
-    with ending(sweep.parent, end=not supervised):
+    with ending(sweep, end=not supervised):
         if reason := sweep.stop_reason(sweep.engine.trials()):
             log.info("study %s already %s", spec.study, reason)
         else:
@@ -248,8 +315,9 @@ def run_sweep(
 
 
 @contextlib.contextmanager
-def ending(parent: tracking.ParentRun, end: bool = True) -> Iterator[None]:
-    """Ends the parent run with the block: FINISHED, KILLED on Ctrl-C, FAILED on an error."""
+def ending(sweep: SweepRun, end: bool = True) -> Iterator[None]:
+    """Ends the parent run with the block: FINISHED, KILLED on Ctrl-C, FAILED on an error,
+    once the writer thread has written everything before (the last trials' artifacts)."""
     status = "FAILED"
     try:
         yield
@@ -258,16 +326,17 @@ def ending(parent: tracking.ParentRun, end: bool = True) -> Iterator[None]:
         status = "KILLED"
         raise
     finally:
-        tracking.flush()  # the last trials' artifacts, before the parent ends
+        tracking.flush()
         gc.unfreeze()
         if end:
-            parent.end(status)
+            sweep.end(status)
 
 
 def finish(sweep: SweepRun, data_dir: str | None) -> None:
     """After the search: the refit of the best trial, on all the training data; then only
     the best trials keep their models."""
     spec = sweep.spec
+    tracking.flush()  # the search's runs, which the refit reads
     if spec.refit_epochs:  # no `data.limit` here
         refit(
             spec, _load(spec, data_dir, None), sweep.experiment, sweep.parent, sweep.engine.trials()
@@ -294,7 +363,6 @@ def keep_best_models(sweep: SweepRun) -> None:
     keep = sweep.spec.keep_models
     if keep is None:
         return
-    tracking.flush()
     ranked = policy.ranked(sweep.engine.trials(), sweep.spec.direction)
     kept = {t.number for t in ranked[:keep]}
     why = f"not among the sweep's best {keep} trials (keep_models: {keep})"
@@ -335,7 +403,7 @@ def refit(
     experiment: str,
     parent: tracking.ParentRun,
     trials: Sequence[PastTrial],
-) -> tracking.TrialRun | None:
+) -> tracking.TrialRecorder | None:
     """Retrains the best completed trial (chosen on validation) on all of `dataset`'s
     training and validation data (no `data.limit`) for `spec.refit_epochs`, as a child run
     tagged `refit_of` its trial: the long run of a search made of short ones. Its test

@@ -53,7 +53,8 @@ def supervise(
     sweep = prepare(
         spec, storage=storage, data_dir=data_dir, tracking_uri=tracking_uri, deadline=deadline
     )
-    with ending(sweep.parent):
+    parent = sweep.parent.run_id  # opened now, before any worker looks for it
+    with ending(sweep):
         codes = [0]
         if reason := sweep.stop_reason(sweep.engine.trials()):
             log.info("study %s already %s", spec.study, reason)
@@ -82,7 +83,7 @@ def supervise(
                 f"sweep {spec.study} stopped: its workers failed (exit codes {codes})"
             )
         finish(sweep, data_dir)
-    return sweep.parent.run_id
+    return parent
 
 
 def worker_command(argv: list[str], threads: int, deadline: float | None) -> list[str]:

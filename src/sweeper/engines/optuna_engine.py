@@ -48,9 +48,11 @@ class Engine(base.Engine):
 
     def __init__(self, spec: SweepSpec, storage: str | None = None):
         super().__init__(spec, storage)
-        # Optuna's per-trial INFO lines repeat sweeper's; the CLI also hides its warnings
-        # (a failed trial's traceback, say) unless -v.
-        optuna.logging.set_verbosity(max(optuna.logging.get_verbosity(), optuna.logging.WARNING))
+        # Optuna's INFO lines repeat sweeper's, its warnings a failed trial's traceback (kept
+        # in the trial's run): shown with -v only. Set here: Optuna's first import resets
+        # its logger's level, which the CLI set before.
+        verbose = logging.getLogger("sweeper").isEnabledFor(logging.DEBUG)
+        optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
         self.store = make_storage(storage)
         self.study = optuna.create_study(
             study_name=spec.study,

@@ -1,44 +1,88 @@
 """Tracking: the only package that imports MLflow.
 
 `names` holds every tag and metric name, `query` builds quoted search filters, `store` finds
-and writes runs (the sweep's parent among them), `trial` writes one trial's run.
+and writes runs (the sweep's parent among them), `trial` writes one trial's run, `recorder`
+hands a trial's writes to the writer thread. `store` and `trial` (and MLflow with them) are
+imported on first use, so a sweep starts training before MLflow is loaded.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from sweeper.tracking import names
-from sweeper.tracking.store import (
-    ParentRun,
-    TrackingError,
-    children,
-    configure,
-    default_uri,
-    end_lost_run,
-    experiment_id,
-    get_run,
-    log_folder,
-    metric_history,
-    search_runs,
-    tracking_uri,
-    trial_of,
-)
-from sweeper.tracking.trial import (
+from sweeper.tracking.recorder import (
     EpochLogger,
-    TrialRun,
-    drop_model,
+    TrialRecorder,
     flush,
-    load_model,
-    log_dataset,
-    log_result,
-    model_requirements,
-    model_uri,
-    trial_run,
+    on_writer,
+    submit,
+    warn_on_error,
 )
+
+if TYPE_CHECKING:
+    from sweeper.tracking.store import (
+        ParentRun,
+        TrackingError,
+        children,
+        configure,
+        default_uri,
+        end_lost_run,
+        experiment_id,
+        get_run,
+        log_folder,
+        metric_history,
+        search_runs,
+        tracking_uri,
+        trial_of,
+    )
+    from sweeper.tracking.trial import (
+        TrialRun,
+        drop_model,
+        load_model,
+        model_requirements,
+        model_uri,
+        open_run,
+    )
+
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "ParentRun",
+            "TrackingError",
+            "children",
+            "configure",
+            "default_uri",
+            "end_lost_run",
+            "experiment_id",
+            "get_run",
+            "log_folder",
+            "metric_history",
+            "search_runs",
+            "tracking_uri",
+            "trial_of",
+        ),
+        "store",
+    ),
+    **dict.fromkeys(
+        ("TrialRun", "drop_model", "load_model", "model_requirements", "model_uri", "open_run"),
+        "trial",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+
 
 __all__ = [
     "EpochLogger",
     "ParentRun",
     "TrackingError",
+    "TrialRecorder",
     "TrialRun",
     "children",
     "configure",
@@ -49,15 +93,16 @@ __all__ = [
     "flush",
     "get_run",
     "load_model",
-    "log_dataset",
     "log_folder",
-    "log_result",
     "metric_history",
     "model_requirements",
     "model_uri",
     "names",
+    "on_writer",
+    "open_run",
     "search_runs",
-    "trial_run",
+    "submit",
     "tracking_uri",
     "trial_of",
+    "warn_on_error",
 ]

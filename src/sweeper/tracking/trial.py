@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import logging
 import time
-import traceback
 import warnings
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -30,48 +26,76 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrialRun:
-    """A run being written; `state` decides how it ends (complete, pruned, failed)."""
+    """A trial's open run. Opened, written and ended through a `recorder.TrialRecorder`,
+    all on one thread: MLflow's active run is per thread."""
 
     run_id: str
     experiment_id: str
-    state: str = names.COMPLETE
-    tags: dict[str, str] = field(default_factory=dict)  # set when the run ends
 
 
-@contextlib.contextmanager
-def trial_run(
+def open_run(
     experiment: str,
     name: str,
     params: dict[str, Any],
     tags: dict[str, Any],
     parent_run_id: str | None = None,
-) -> Iterator[TrialRun]:
-    """One MLflow run; it always ends, failed when the body raises (Ctrl-C too)."""
+    dataset: Dataset | None = None,
+) -> TrialRun:
+    """Starts the run as this thread's active run, with its params, tags and training data."""
     run = mlflow.start_run(
         experiment_id=experiment,
         run_name=name,
         parent_run_id=parent_run_id,
         tags={k: str(v) for k, v in tags.items()},
     )
-    handle = TrialRun(run.info.run_id, run.info.experiment_id)
     try:
         mlflow.log_params(params)
-        yield handle
-    except BaseException as error:
-        handle.state = names.FAILED
-        try:
-            mlflow.set_tags(
-                {names.STATE: names.FAILED, names.ERROR: f"{type(error).__name__}: {error}"[:5000]}
-            )
-            if not isinstance(error, KeyboardInterrupt):  # the console shows one line of it
-                mlflow.log_text(traceback.format_exc(), names.TRACEBACK)
-            mlflow.end_run(names.RUN_STATUS[names.FAILED])
-        except Exception as unrecorded:  # a full disk, say: the trial's own error comes first
-            log.warning("run %s: its failure was not recorded: %s", handle.run_id, unrecorded)
+        if dataset is not None:
+            log_dataset(dataset)
+    except BaseException:
+        mlflow.end_run(names.RUN_STATUS[names.FAILED])
         raise
-    else:
-        mlflow.set_tags({**handle.tags, names.STATE: handle.state})
-        mlflow.end_run(names.RUN_STATUS[handle.state])
+    return TrialRun(run.info.run_id, run.info.experiment_id)
+
+
+def log_epoch(run_id: str, values: dict[str, float], step: int, timestamp: int) -> None:
+    """One epoch's metrics in one call (MLflow on SQLite costs ~3 ms a call)."""
+    MlflowClient().log_batch(
+        run_id, metrics=[Metric(k, v, timestamp, step) for k, v in values.items()]
+    )
+
+
+def log_final_metrics(run_id: str, result: Any) -> None:
+    """The test scores and the trial's size and speed (`result`: a `train.TrialResult`)."""
+    model = result.model
+    now = int(time.time() * 1000)
+    values = {
+        **result.test,
+        names.PARAMS_COUNT: model.count_params(),
+        names.TRAIN_SECONDS: result.train_seconds,
+        names.IMAGES_PER_SECOND: result.images_per_second,
+        names.EPOCHS: result.epochs,
+        names.BEST_VAL_ACCURACY: result.best("val_accuracy"),
+    }
+    MlflowClient().log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items()])
+
+
+def end_run(run: TrialRun, state: str, tags: dict[str, str]) -> None:
+    """Ends the run in `state` (complete, pruned), with `tags` and the state's tag."""
+    try:
+        mlflow.set_tags({**tags, names.STATE: state})
+    finally:
+        mlflow.end_run(names.RUN_STATUS[state])
+
+
+def fail_run(run: TrialRun, error: str, trace: str) -> None:
+    """Ends the run failed with `error` (one line) and its traceback `trace`, if any."""
+    try:
+        mlflow.set_tags({names.STATE: names.FAILED, names.ERROR: error[:5000]})
+        if trace:  # the console shows one line of it
+            mlflow.log_text(trace, names.TRACEBACK)
+    finally:
+        mlflow.end_run(names.RUN_STATUS[names.FAILED])
 
 
 def log_dataset(dataset: Dataset) -> None:
@@ -96,77 +120,9 @@ def log_dataset(dataset: Dataset) -> None:
 _INPUTS: dict[int, tuple[Dataset, Any]] = {}
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Logs each epoch's metrics, learning rate and duration in one call (not per batch)."""
-
-    def __init__(self, run_id: str, client: MlflowClient | None = None):
-        super().__init__()
-        self.run_id = run_id
-        self.client = client or MlflowClient()
-        self._started = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        values = {k: float(v) for k, v in (logs or {}).items() if k != names.LEARNING_RATE}
-        values[names.LEARNING_RATE] = float(
-            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-        )
-        values[names.EPOCH_SECONDS] = time.perf_counter() - self._started
-        now = int(time.time() * 1000)
-        self.client.log_batch(
-            self.run_id,
-            metrics=[Metric(k, v, now, epoch + 1) for k, v in values.items()],
-            synchronous=True,
-        )
-
-
-def log_result(
-    result: Any,
-    dataset: Dataset,
-    run: TrialRun,
-    *,
-    with_model: bool = True,
-    optimizer: bool = False,
-    background: bool = False,
-) -> None:
-    """Final metrics on the active run, then its model (with a signature), plots and summary.
-
-    `result` is a `train.TrialResult`. Pruned trials skip the model: they lost, and saving
-    one costs seconds. The model is saved without its optimizer's state unless `optimizer`.
-    `background`: the artifacts are written by one writer thread while the next trial trains
-    (`flush` waits for them); the metrics, which the sweep reads at once, never are."""
-    model = result.model
-    mlflow.log_metrics(
-        {
-            **result.test,
-            names.PARAMS_COUNT: model.count_params(),
-            names.TRAIN_SECONDS: result.train_seconds,
-            names.IMAGES_PER_SECOND: result.images_per_second,
-            names.EPOCHS: result.epochs,
-            names.BEST_VAL_ACCURACY: result.best("val_accuracy"),
-        }
-    )
-    if with_model and not optimizer:  # the same layers and weights, never compiled
-        model = keras.Model(model.inputs, model.outputs, name=model.name)
-    saved = model if with_model else None
-    write = functools.partial(_log_artifacts, run.run_id, run.experiment_id, saved, result, dataset)
-    if background:
-        _PENDING.append(_writer().submit(_warn_on_error(write, run.run_id)))
-    else:
-        write()
-
-
-def flush() -> None:
-    """Waits until every artifact handed to the writer thread is written."""
-    while _PENDING:
-        _PENDING.pop(0).result()
-
-
-def _log_artifacts(
-    run_id: str, experiment: str, model: keras.Model | None, result: Any, dataset: Dataset
-) -> None:
+def log_artifacts(run: TrialRun, model: keras.Model | None, result: Any, dataset: Dataset) -> None:
+    """The model (None: no model) with its signature, class names, summary and plots."""
+    run_id, experiment = run.run_id, run.experiment_id
     client = MlflowClient()
     if model is not None:
         # The documented way to log a model to a run that is not this thread's active run.
@@ -195,27 +151,6 @@ def _log_artifacts(
         ),
         "confusion_matrix.png",
     )
-
-
-def _warn_on_error(write: Callable[[], None], run_id: str) -> Callable[[], None]:
-    """The trial is over and recorded: a failed artifact write (a full disk, a store gone)
-    is reported, and the sweep goes on."""
-
-    def job() -> None:
-        try:
-            write()
-        except Exception as error:
-            log.warning("run %s: its artifacts were not all written: %s", run_id, error)
-
-    return job
-
-
-@functools.cache
-def _writer() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweeper-artifacts")
-
-
-_PENDING: list[Future] = []
 
 
 @functools.cache

@@ -1,0 +1,249 @@
+"""A trial's run as the training side sees it, written in order by one writer thread.
+
+A sweep trains while the writer thread does its MLflow work: the parent run, each trial's
+run (params, curves, final metrics, model, plots, end state), in the order they were asked
+for. MLflow itself is imported by the writer's first job, so a sweep's first training step
+waits for neither MLflow's import (~0.7 s) nor a new store's schema (~1.3 s), and a trial's
+bookkeeping never sits between two trials' training. `flush` waits for all of it.
+
+This module does not import MLflow; `trial` and `store` do, on the thread that first needs
+them. Synchronous recorders (baselines, reruns, refits) do every write at once instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import keras
+
+from sweeper.tracking import names
+
+if TYPE_CHECKING:
+    from sweeper.data import Dataset
+    from sweeper.tracking.trial import TrialRun
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def submit(job: Callable[[], T]) -> Future[T]:
+    """Runs `job` on the writer thread after every job submitted before it. A job that
+    submits another runs it at once: queued, it would wait behind its caller forever."""
+    if on_writer():
+        return _run_now(job)
+    future = _writer().submit(job)
+    _PENDING.append(future)
+    return future
+
+
+def on_writer() -> bool:
+    """Whether this is the writer thread (a job running)."""
+    return bool(getattr(_THREAD, "is_writer", False))
+
+
+def flush() -> None:
+    """Waits until the writer has done every job submitted so far. Raises nothing: a job's
+    error goes to whoever waits for its result, or is warned about (`warn_on_error`)."""
+    while _PENDING:
+        done, _ = wait(list(_PENDING))
+        for future in done:
+            _PENDING.remove(future)
+
+
+def warn_on_error(job: Callable[[], None], what: str) -> Callable[[], None]:
+    """A write nobody waits for (the trial is over and recorded): its failure (a full disk,
+    a store gone) is one warning, and the sweep goes on."""
+
+    def guarded() -> None:
+        try:
+            job()
+        except Exception as error:
+            log.warning("%s: %s", what, error)
+
+    return guarded
+
+
+@functools.cache
+def _writer() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="sweeper-writer", initializer=_mark_writer
+    )
+
+
+def _mark_writer() -> None:
+    _THREAD.is_writer = True
+
+
+def _run_now(job: Callable[[], T]) -> Future[T]:
+    future: Future[T] = Future()
+    try:
+        future.set_result(job())
+    except BaseException as error:  # Ctrl-C too: raised where the result is asked for
+        future.set_exception(error)
+    return future
+
+
+_PENDING: list[Future] = []
+_THREAD = threading.local()
+
+
+def _trial_module() -> Any:
+    # Imported by the first job, on the thread that runs it: MLflow comes with it.
+    from sweeper.tracking import trial
+
+    return trial
+
+
+class TrialRecorder:
+    """One trial's run. `open_run` creates it (params, tags, training data) and returns its
+    `trial.TrialRun`; it runs on the first write, so a run exists only for a trial that
+    started. `background`: writes go to the writer thread (`flush` waits for them) and a
+    failed write after the run's opening is a warning; else each write is done before the
+    call returns, and its error raised."""
+
+    def __init__(
+        self,
+        label: str,
+        open_run: Callable[[], TrialRun],
+        *,
+        background: bool = False,
+        on_open: Callable[[str], None] | None = None,
+    ):
+        self.label = label
+        self._open_run = open_run
+        self.on_open = on_open  # hears the run's id as soon as it exists (on the writer)
+        self.background = background
+        self._run: Future[TrialRun] | None = None
+        self.tags: dict[str, str] = {}  # set on the run when it ends
+        self.state = names.COMPLETE
+
+    def start(self) -> None:
+        """Opens the run, once; raises why it could not (at once unless `background`)."""
+        if self._run is None:
+            self._run = self._do(self._open)
+        if not self.background:
+            self._run.result()
+
+    def _open(self) -> TrialRun:
+        run = self._open_run()
+        if self.on_open:
+            on_open = self.on_open
+            warn_on_error(lambda: on_open(run.run_id), f"run {run.run_id}: not noted")()
+        return run
+
+    @property
+    def run_id(self) -> str:
+        return self.wait_open()
+
+    def wait_open(self) -> str:
+        """The run's id (waits for the writer); raises why the run could not be opened."""
+        self.start()
+        assert self._run is not None
+        return self._run.result().run_id
+
+    def opened(self) -> str | None:
+        """The run's id if it exists already, without waiting; raises why it could not be
+        opened, so training stops at once when the store cannot be written."""
+        if self._run is None or not self._run.done():
+            return None
+        return self._run.result().run_id
+
+    def log_epoch(self, values: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self._write(
+            lambda run: _trial_module().log_epoch(run.run_id, values, step, now),
+            "its curves were not all written",
+        )
+
+    def complete(self, result: Any, dataset: Dataset, *, with_model: bool, optimizer: bool) -> None:
+        """Final metrics, model and plots (`result` is a `train.TrialResult`), then the end
+        state (`self.state`, `self.tags`)."""
+        saved = _saved_model(result.model, with_model, optimizer)
+
+        def write(run: TrialRun) -> None:
+            trial = _trial_module()
+            trial.log_final_metrics(run.run_id, result)
+            artifacts = functools.partial(trial.log_artifacts, run, saved, result, dataset)
+            if self.background:
+                warn_on_error(artifacts, f"run {run.run_id}: its artifacts were not all written")()
+            else:
+                artifacts()
+            trial.end_run(run, self.state, self.tags)
+
+        self._write(write, "its end was not recorded")
+
+    def fail(self, error: BaseException) -> None:
+        """Ends the run failed with `error` (its traceback kept, not for Ctrl-C). Best
+        effort: a store that refuses this too is a warning; the trial's error comes first."""
+        self.state = names.FAILED
+        text = "" if isinstance(error, KeyboardInterrupt) else traceback.format_exc()
+        what = f"{type(error).__name__}: {error}"
+        self._write(
+            lambda run: _trial_module().fail_run(run, what, text),
+            "its failure was not recorded",
+            always_warn=True,
+        )
+
+    def _write(
+        self, write: Callable[[TrialRun], None], what: str, *, always_warn: bool = False
+    ) -> None:
+        """`write(run)` once the run is open; `what` names a failure when it is warned."""
+        if self._run is None:
+            self._run = self._do(self._open)
+        opened = self._run
+        warned = self.background or always_warn
+
+        def job() -> None:
+            run = opened.result()  # a run that could not open: raised to whoever waits for it
+            if warned:
+                warn_on_error(lambda: write(run), f"run {run.run_id}: {what}")()
+            else:
+                write(run)
+
+        future = self._do(job)
+        if not self.background and not warned:
+            future.result()
+
+    def _do(self, job: Callable[[], T]) -> Future[T]:
+        return submit(job) if self.background else _run_now(job)
+
+
+def _saved_model(model: keras.Model, with_model: bool, optimizer: bool) -> keras.Model | None:
+    """What is logged: None for no model; without its optimizer's state (an uncompiled model
+    over the same layers and weights) unless `optimizer`."""
+    if not with_model:
+        return None
+    return model if optimizer else keras.Model(model.inputs, model.outputs, name=model.name)
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Hands each epoch's metrics, learning rate and duration to the recorder in one write
+    (not per batch). Opens the run when training begins, and stops training at an epoch's
+    end once the run is known not to have opened (a store that cannot be written)."""
+
+    def __init__(self, recorder: TrialRecorder):
+        super().__init__()
+        self.recorder = recorder
+        self._started = 0.0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.recorder.start()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        values = {k: float(v) for k, v in (logs or {}).items() if k != names.LEARNING_RATE}
+        values[names.LEARNING_RATE] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
+        values[names.EPOCH_SECONDS] = time.perf_counter() - self._started
+        self.recorder.log_epoch(values, epoch + 1)
+        self.recorder.opened()  # raises why the run could not open

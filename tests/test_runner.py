@@ -2,6 +2,7 @@
 
 import keras
 import mlflow
+import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeper import data, runner, tracking
@@ -30,6 +31,25 @@ def test_a_pruned_trial_keeps_its_curves_and_no_model(workdir, data_dir):
     assert logged.data.tags["state"] == "pruned"
     assert [s for s, _ in tracking.metric_history(run.run_id, "val_accuracy")] == [1, 2]
     assert tracking.model_uri(run.run_id) is None
+
+
+def test_a_trial_whose_plots_cannot_be_written_ends_its_run_failed(workdir, data_dir, monkeypatch):
+    from sweeper import plots
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(plots, "curves_figure", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        mlp_trial(data_dir, 1)  # a baseline's or a refit's: written before it returns
+    assert mlflow.active_run() is None  # the next run can start
+    (run,) = MlflowClient().search_runs(
+        [tracking.experiment_id("test-runner")],
+        "tags.state = 'failed'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    assert run.info.status == "FAILED" and "No space left" in run.data.tags["error"]
 
 
 def test_every_parameter_of_the_family_is_logged_with_its_default(workdir, data_dir):

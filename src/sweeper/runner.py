@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 import keras
 
@@ -21,6 +21,7 @@ from sweeper.tracking import names
 from sweeper.train import TrialResult, train
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def epoch_printer(
@@ -161,16 +162,16 @@ def tracked_trial(
         # Waits only while the writer is on the trial before (tiny trials): it then holds
         # one trial's writes at most. Raises why the run could not open.
         recorder.wait_open()
+        if result.pruned:
+            recorder.state = names.PRUNED
+        if result.stopped_by:
+            recorder.tags[names.STOPPED_BY] = result.stopped_by
+        recorder.complete(result, dataset, with_model=not result.pruned, optimizer=optimizer)
     except BaseException as error:
         recorder.fail(error)
         raise
-    if result.pruned:
-        recorder.state = names.PRUNED
-    if result.stopped_by:
-        recorder.tags[names.STOPPED_BY] = result.stopped_by
-    recorder.complete(result, dataset, with_model=not result.pruned, optimizer=optimizer)
     return result, recorder
 
 
-def _value(x):
+def _value(x: T | Callable[[], T]) -> T:
     return x() if callable(x) else x

@@ -135,7 +135,7 @@ class TrialRecorder:
         run = self._open_run()
         if self.on_open:
             on_open = self.on_open
-            warn_on_error(lambda: on_open(run.run_id), f"run {run.run_id}: not noted")()
+            warn_on_error(lambda: on_open(run.run_id), f"{self._name(run)}: not noted")()
         return run
 
     @property
@@ -172,7 +172,7 @@ class TrialRecorder:
             trial.log_final_metrics(run.run_id, result)
             artifacts = functools.partial(trial.log_artifacts, run, saved, result, dataset)
             if self.background:
-                warn_on_error(artifacts, f"run {run.run_id}: its artifacts were not all written")()
+                warn_on_error(artifacts, f"{self._name(run)}: its artifacts were not all written")()
             else:
                 artifacts()
             trial.end_run(run, self.state, self.tags)
@@ -203,7 +203,7 @@ class TrialRecorder:
         def job() -> None:
             run = opened.result()  # a run that could not open: raised to whoever waits for it
             if warned:
-                warn_on_error(lambda: write(run), f"run {run.run_id}: {what}")()
+                warn_on_error(lambda: write(run), f"{self._name(run)}: {what}")()
             else:
                 write(run)
 
@@ -213,6 +213,9 @@ class TrialRecorder:
 
     def _do(self, job: Callable[[], T]) -> Future[T]:
         return submit(job) if self.background else _run_now(job)
+
+    def _name(self, run: TrialRun) -> str:
+        return f"run {self.label} ({run.run_id})"
 
 
 def _saved_model(model: keras.Model, with_model: bool, optimizer: bool) -> keras.Model | None:

@@ -124,7 +124,9 @@ def test_four_workers_on_the_embedded_store_lose_no_run_and_no_metric(tmp_path, 
 
 def test_a_worker_killed_with_minus_9_has_its_trial_failed_and_run_again(tmp_path, data_dir):
     slow = {"mlp": {**MLP_ONLY["mlp"], "units": {"int": [64, 256], "step": 64}}}
-    sweep = start(tmp_path, data_dir, "--workers", "2", trials=4, epochs=8, families=slow)
+    # Trials long enough that the kill lands inside the victim's: its MLflow run, which the
+    # test waits for, opens on the writer thread after the trial began training.
+    sweep = start(tmp_path, data_dir, "--workers", "2", trials=4, epochs=30, families=slow)
     victim = None
     for _ in range(600):
         time.sleep(0.2)

@@ -126,10 +126,14 @@ class TrialRecorder:
 
     def start(self) -> None:
         """Opens the run, once; raises why it could not (at once unless `background`)."""
+        opening = self._opening()
+        if not self.background:
+            opening.result()
+
+    def _opening(self) -> Future[TrialRun]:
         if self._run is None:
             self._run = self._do(self._open)
-        if not self.background:
-            self._run.result()
+        return self._run
 
     def _open(self) -> TrialRun:
         run = self._open_run()
@@ -144,9 +148,7 @@ class TrialRecorder:
 
     def wait_open(self) -> str:
         """The run's id (waits for the writer); raises why the run could not be opened."""
-        self.start()
-        assert self._run is not None
-        return self._run.result().run_id
+        return self._opening().result().run_id
 
     def opened(self) -> str | None:
         """The run's id if it exists already, without waiting; raises why it could not be
@@ -175,7 +177,7 @@ class TrialRecorder:
                 warn_on_error(artifacts, f"{self._name(run)}: its artifacts were not all written")()
             else:
                 artifacts()
-            trial.end_run(run, self.state, self.tags)
+            trial.end_run(self.state, self.tags)
 
         self._write(write, "its end was not recorded")
 
@@ -186,7 +188,7 @@ class TrialRecorder:
         text = "" if isinstance(error, KeyboardInterrupt) else traceback.format_exc()
         what = f"{type(error).__name__}: {error}"
         self._write(
-            lambda run: _trial_module().fail_run(run, what, text),
+            lambda run: _trial_module().fail_run(what, text),
             "its failure was not recorded",
             always_warn=True,
         )
@@ -195,9 +197,7 @@ class TrialRecorder:
         self, write: Callable[[TrialRun], None], what: str, *, always_warn: bool = False
     ) -> None:
         """`write(run)` once the run is open; `what` names a failure when it is warned."""
-        if self._run is None:
-            self._run = self._do(self._open)
-        opened = self._run
+        opened = self._opening()
         warned = self.background or always_warn
 
         def job() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import keras
 import mlflow
-from mlflow.entities import LoggedModelOutput, Metric
+from mlflow.entities import Metric
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
@@ -80,16 +80,18 @@ def log_final_metrics(run_id: str, result: Any) -> None:
     MlflowClient().log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items()])
 
 
-def end_run(run: TrialRun, state: str, tags: dict[str, str]) -> None:
-    """Ends the run in `state` (complete, pruned), with `tags` and the state's tag."""
+def end_run(state: str, tags: dict[str, str]) -> None:
+    """Ends this thread's active run in `state` (complete, pruned), with `tags` and the
+    state's tag."""
     try:
         mlflow.set_tags({**tags, names.STATE: state})
     finally:
         mlflow.end_run(names.RUN_STATUS[state])
 
 
-def fail_run(run: TrialRun, error: str, trace: str) -> None:
-    """Ends the run failed with `error` (one line) and its traceback `trace`, if any."""
+def fail_run(error: str, trace: str) -> None:
+    """Ends this thread's active run failed with `error` (one line) and its traceback
+    `trace`, if any."""
     try:
         mlflow.set_tags({names.STATE: names.FAILED, names.ERROR: error[:5000]})
         if trace:  # the console shows one line of it
@@ -121,26 +123,19 @@ _INPUTS: dict[int, tuple[Dataset, Any]] = {}
 
 
 def log_artifacts(run: TrialRun, model: keras.Model | None, result: Any, dataset: Dataset) -> None:
-    """The model (None: no model) with its signature, class names, summary and plots."""
-    run_id, experiment = run.run_id, run.experiment_id
+    """The model (None: no model) with its signature, class names, summary and plots. The
+    run is this thread's active run (`open_run`): `log_model` links the model to it."""
+    run_id = run.run_id
     client = MlflowClient()
     if model is not None:
-        # The documented way to log a model to a run that is not this thread's active run.
-        logged = mlflow.initialize_logged_model(
-            name=names.MODEL, source_run_id=run_id, experiment_id=experiment
-        )
         mlflow.keras.log_model(
             model,
             name=names.MODEL,
-            model_id=logged.model_id,
             signature=mlflow.models.infer_signature(
                 dataset.x_test[:2], result.test_probabilities[:2]
             ),
             pip_requirements=model_requirements(),
         )
-        active = mlflow.active_run()
-        if active is None or active.info.run_id != run_id:  # else log_model linked it
-            client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
     client.log_dict(run_id, {"class_names": list(dataset.class_names)}, names.CLASS_NAMES)
     client.log_text(run_id, _summary(result.model), "model_summary.txt")
     client.log_figure(run_id, plots.curves_figure(result.history), "curves.png")

@@ -78,7 +78,24 @@ def test_a_valid_file_loads_into_a_spec(tmp_path):
         ({"data": {"image_dir": "pics"}}, "data.image_dir: expected a folder, for a csv: dataset"),
         (
             {"budget": {"trails": 3}},
-            "budget.trails: expected one of trials, timeout_minutes, max_epochs",
+            "budget.trails: expected one of trials, minutes, search_share, timeout_minutes",
+        ),
+        (
+            {"budget": {"minutes": 30, "timeout_minutes": 10}},
+            "budget.timeout_minutes: expected no timeout beside budget.minutes",
+        ),
+        (
+            {"budget": {"minutes": 30}, "refit": {"epochs": 5}},
+            "refit.epochs: expected no epochs beside budget.minutes",
+        ),
+        (
+            {"budget": {"minutes": 30, "search_share": 1.5}},
+            "budget.search_share: expected a fraction of budget.minutes between 0 and 1",
+        ),
+        ({"budget": {"minutes": -1}}, "budget.minutes: expected a positive number"),
+        (
+            {"families": {"resnet": {"widths": {"choice": ["64/128", "wide"]}}}},
+            "families.resnet.widths: expected one of double or widths such as 64/128/128",
         ),
         (
             {"budget": {"target": 98.5}},

@@ -22,16 +22,30 @@ def test_every_family_has_its_parameters_in_the_schema():
     assert list(families.FAMILIES) == schema.family_names()
 
 
-@pytest.mark.parametrize("family", sorted(families.FAMILIES))
+# airbench's pieces in one net (the whitening stem is set from the images: `adapt`)
+AIRBENCH = {
+    "width": 4,
+    "widths": "8/16/16",
+    "stem": "whiten",
+    "identity_init": True,
+    "bn_scale": False,
+    "activation": "gelu",
+}
+CASES = [*((family, TINY[family]) for family in sorted(families.FAMILIES)), ("resnet", AIRBENCH)]
+
+
+@pytest.mark.parametrize("family,params", CASES, ids=[*sorted(families.FAMILIES), "airbench"])
 @pytest.mark.parametrize("input_shape,n_classes", [((28, 28, 1), 10), ((32, 24, 3), 2)])
 def test_every_family_builds_trains_a_step_saves_and_loads(
-    family, input_shape, n_classes, tmp_path
+    family, params, input_shape, n_classes, tmp_path
 ):
     import keras
 
-    model = build(family, TINY[family], input_shape, n_classes)
+    model = build(family, params, input_shape, n_classes)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     x = np.random.default_rng(0).integers(0, 255, size=(8, *input_shape), dtype=np.uint8)
+    if hasattr(module := families.get(family), "adapt"):
+        module.adapt(model, x)
     # Unbalanced labels: even a net whose ReLUs all start dead moves its output bias.
     y = np.minimum(np.arange(8) // 3, n_classes - 1)
     weights_before = [w.copy() for w in model.get_weights()]
@@ -139,3 +153,74 @@ def test_transfer_takes_a_keras_file_of_our_own_cut_before_its_classifier(tmp_pa
     transfer.fine_tune(model, schema.resolve("transfer", {"fine_tune_layers": 5}))
     trainable = [layer.name for layer in base.layers if layer.trainable]
     assert trainable == ["stage3_res2_conv", "stage3_res2_relu", "stage3_add", "global_pool"]
+
+
+def test_resnet_stage_widths_set_the_stages():
+    model = build("resnet", {"width": 4, "widths": "8/16/16"}, (32, 32, 3), 10)
+    convs = [layer.kernel.shape[-1] for layer in model.layers if layer.name.endswith("_conv")]
+    assert convs == [4, 8, 8, 8, 16, 16, 16, 16]  # stem, stage 1 + residual, 2, 3 + residual
+
+
+def test_stage_widths_are_validated_by_the_schema():
+    with pytest.raises(SweeperError, match="widths such as 64/128/128"):
+        schema.resolve("resnet", {"widths": "64-128"})
+
+
+def test_whitening_stem_whitens_the_training_patches_and_stays_frozen():
+    from sweeper.families import resnet
+
+    rng = np.random.default_rng(0)
+    # Correlated channels and neighbours: a smoothed colour image, far from white.
+    base = rng.normal(size=(64, 16, 16, 1)) + rng.normal(size=(64, 16, 16, 3)) * 0.3
+    smooth = (base + np.roll(base, 1, axis=1) + np.roll(base, 1, axis=2)) / 3
+    x = np.clip(128 + 40 * smooth, 0, 255).astype(np.uint8)
+    model = build("resnet", {"width": 4, "stem": "whiten"}, (16, 16, 3), 10)
+    resnet.adapt(model, x)
+    stem = model.get_layer("whiten")
+    assert not stem.trainable and stem.kernel.shape == (2, 2, 3, 24)
+
+    import keras
+
+    whitened = keras.Model(model.input, stem.output).predict(x, verbose=0)
+    flat = whitened.reshape(-1, 24)
+    half = flat[:, :12]
+    assert np.allclose(half.mean(axis=0), 0, atol=1e-3)  # centred
+    # decorrelated, each direction of variance l scaled to l / (l + epsilon): the patch
+    # covariance's eigenvalues, computed here from the 2x2 patches by hand
+    pixels = x.astype("float64") / 255
+    patches = np.concatenate(
+        [pixels[:, i : 15 + i, j : 15 + j] for i in (0, 1) for j in (0, 1)], axis=-1
+    ).reshape(-1, 12)
+    eigenvalues = np.linalg.eigvalsh(np.cov(patches, rowvar=False))
+    expected = np.diag(eigenvalues / (eigenvalues + resnet.WHITEN_EPSILON))
+    assert np.allclose(np.cov(half, rowvar=False), expected, atol=1e-3)
+    assert np.diag(expected).max() > 0.9  # (the strong directions come out near 1)
+    assert np.allclose(flat[:, 12:], -half, atol=1e-5)  # and the negatives
+
+    kernel = stem.get_weights()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.fit(x, np.arange(64) % 10, epochs=1, batch_size=16, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(kernel, stem.get_weights()))
+
+
+def test_identity_init_passes_each_convolutions_input_through():
+    model = build("resnet", {"width": 4, "identity_init": True}, (16, 16, 3), 10)
+    stage = model.get_layer("stage1_conv").kernel.numpy()  # 4 -> 8 channels
+    assert np.array_equal(stage[:, :, :, :4], _dirac(4))
+    assert np.any(stage[:, :, :, 4:] != 0)  # the other filters keep their random start
+    stem = model.get_layer("stem_conv").kernel.numpy()  # 3 -> 4
+    assert np.array_equal(stem[:, :, :, :3], _dirac(3))
+    plain = build("resnet", {"width": 4}, (16, 16, 3), 10)
+    assert not np.array_equal(plain.get_layer("stage1_conv").kernel.numpy()[:, :, :, :4], _dirac(4))
+
+
+def _dirac(channels):
+    kernel = np.zeros((3, 3, channels, channels), "float32")
+    kernel[1, 1, np.arange(channels), np.arange(channels)] = 1
+    return kernel
+
+
+def test_batchnorm_without_scale_has_no_gamma():
+    model = build("resnet", {"width": 4, "bn_scale": False}, (16, 16, 3), 10)
+    names = [w.path for w in model.get_layer("stem_bn").weights]
+    assert not any("gamma" in name for name in names) and any("beta" in n for n in names)

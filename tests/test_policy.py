@@ -1,5 +1,7 @@
 """The sweep policy, on its own: budget, target, failures in a row, the best trial."""
 
+import pytest
+
 from sweeper import policy, space
 from sweeper.config import SweepSpec
 from sweeper.engines.base import COMPLETE, FAILED, PRUNED, RUNNING, PastTrial
@@ -40,3 +42,38 @@ def test_a_target_met_by_any_trial_stops_and_failures_in_a_row_stop():
     assert rules.stop_reason([]) is None
     rules.record(failed=True)
     assert "fail in a row" in rules.stop_reason([])
+
+
+def test_minutes_give_the_search_its_share_on_the_clock(monkeypatch):
+    monkeypatch.setattr(policy, "now", lambda: 1000.0)
+    rules = policy.Policy(spec(minutes=10, search_share=0.3))
+    assert rules.deadline == 1000.0 + 180
+    assert rules.seconds_left() == 180
+    monkeypatch.setattr(policy, "now", lambda: 1181.0)
+    assert rules.out_of_time()
+    assert rules.stop_reason([]) == "used its 3 minutes"
+    fixed = policy.Policy(spec(minutes=10, timeout_minutes=1))  # --timeout wins
+    assert fixed.deadline == 1181.0 + 60
+
+
+def test_refit_plan_fits_whole_epochs_from_the_measured_speed():
+    # 1,000 trial images: 30 s for the first epoch (tracing), 10 s for each later one
+    plan = policy.refit_plan(
+        600, [30.0, 10.0, 10.0], trial_images=1000, refit_images=5000, test_images=1000
+    )
+    assert plan.seconds_per_epoch == 50  # 0.01 s an image, 5,000 images
+    fixed = 20 + 0.01 / 3 * 1000 + policy.REFIT_MARGIN_SECONDS  # tracing, test, margin
+    assert plan.epochs == int((600 - fixed) // 50) == 11
+    assert plan.seconds == pytest.approx(fixed + 11 * 50) and plan.seconds <= 600
+    # six TTA views cost more test predictions: one epoch less here
+    with_tta = policy.refit_plan(
+        600,
+        [30.0, 10.0, 10.0],
+        trial_images=1000,
+        refit_images=5000,
+        test_images=1000,
+        tta="flip+translate",
+    )
+    assert with_tta.epochs == 10
+    too_short = policy.refit_plan(60, [30.0], trial_images=1000, refit_images=5000, test_images=10)
+    assert too_short.epochs == 0

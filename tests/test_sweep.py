@@ -448,3 +448,52 @@ def test_a_store_that_cannot_be_opened_stops_the_sweep_in_one_line(workdir, trac
     ), last
     study = optuna.load_study(study_name="no-store", storage=optuna_engine.make_storage(None))
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]  # no other tried
+
+
+def test_minutes_budget_refits_for_the_epochs_that_fit_what_is_left(workdir, monkeypatch):
+    """With a fake clock: the search takes no time, then 8 s are left when the refit plans;
+    its epochs come from the winner's measured seconds per epoch and fit those seconds."""
+    from sweeper import policy, sweep
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(policy, "now", lambda: clock[0])
+    monkeypatch.setattr(policy, "REFIT_MARGIN_SECONDS", 0.0)
+    plans = []
+    real_plan, real_load = policy.refit_plan, sweep._load
+
+    def plan(*args, **kwargs):
+        plans.append((args, kwargs, real_plan(*args, **kwargs)))
+        return plans[-1][2]
+
+    def load(spec, data_dir, limit):
+        if limit is None:  # the refit's data: the search is over, 8 s of the budget are left
+            clock[0] = 1_000_000.0 + 60 - 8
+        return real_load(spec, data_dir, limit)
+
+    monkeypatch.setattr(policy, "refit_plan", plan)
+    monkeypatch.setattr(sweep, "_load", load)
+    path = sweep_file(
+        workdir,
+        "minutes",
+        budget={"trials": 2, "max_epochs": 2, "minutes": 1},
+        data={"limit": 120},
+        families={"mlp": {"units": {"choice": [8, 16]}}},
+    )
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "1 min in all: search 0.3 min, then refit the winner" in result.output
+    assert "plan: after the search, a refit of ~" in result.output
+    assert len(plans) == 2  # the plan line after the first trial, then the refit's
+    args, kwargs, made = plans[-1]
+    assert args[0] == 8  # seconds left
+    parent = parent_of("minutes")
+    children = children_of(parent.info.run_id)
+    [refit] = [c for c in children if c.data.tags["kind"] == "refit"]
+    winner = next(c for c in children if c.info.run_id == refit.data.tags["refit_of"])
+    measured = [
+        m.value for m in MlflowClient().get_metric_history(winner.info.run_id, "epoch_seconds")
+    ]
+    assert args[1] == measured and kwargs["trial_images"] == 108 and kwargs["refit_images"] == 200
+    assert made.epochs >= 1 and made.seconds <= 8
+    assert refit.data.metrics["epochs"] == made.epochs
+    assert f"so {made.epochs} epochs on 200" in result.output

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 
 from sweeper import data, schema, train
@@ -89,3 +90,95 @@ def test_stop_when_ends_training_after_the_epoch_it_holds_for(mnist):
     )
     assert result.epochs == 2 and not result.pruned
     assert result.history["val_accuracy"] == pytest.approx(seen)
+
+
+def test_weight_averaging_evaluates_and_saves_the_averaged_weights(mnist):
+    import keras
+
+    momentum = 0.9
+    seen = []  # the raw weights after each step, to average by hand
+
+    class Steps(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append([v.numpy().copy() for v in self.model.trainable_variables])
+
+    params = {
+        "units": 8,
+        "optimizer": "sgd",
+        "learning_rate": 0.05,
+        "ema_momentum": momentum,
+        "early_stopping_patience": 0,  # (restoring weights would replace the average)
+    }
+    result = train.train("mlp", params, mnist, epochs=2, seed=0, callbacks=[Steps()])
+    average = seen[0]  # Keras starts the average at the first step's weights
+    for step in seen[1:]:
+        average = [momentum * a + (1 - momentum) * w for a, w in zip(average, step)]
+    final = [v.numpy() for v in result.model.trainable_variables]
+    assert all(np.allclose(a, f, atol=1e-5) for a, f in zip(average, final))
+    assert not all(np.allclose(w, f, atol=1e-5) for w, f in zip(seen[-1], final))
+    # the test score is the averaged model's
+    probs = result.model.predict(mnist.x_test, verbose=0)
+    assert np.allclose(probs, result.test_probabilities, atol=1e-6)
+
+
+def test_alternating_flips_mirror_exactly_the_images_not_mirrored_the_epoch_before():
+    n, epochs = 10, 3
+    # each image is its index on the left edge, 255 on the right: a mirror swaps them
+    x = np.zeros((n, 2, 4, 1), np.uint8)
+    x[:, :, 0, 0] = np.arange(n)[:, None]
+    x[:, :, -1, 0] = 255
+    batches = list(train.alternating_flips(x, np.arange(n), 4, epochs, seed=0))
+    assert len(batches) == epochs * 3  # ceil(10 / 4) batches an epoch, none across epochs
+    mirrored_by_epoch = []
+    for epoch in range(epochs):
+        images = np.concatenate([b[0].numpy() for b in batches[3 * epoch : 3 * epoch + 3]])
+        labels = np.concatenate([b[1].numpy() for b in batches[3 * epoch : 3 * epoch + 3]])
+        assert sorted(labels) == list(range(n))  # every image once an epoch
+        mirrored = images[:, 0, 0, 0] == 255
+        index = np.where(mirrored, images[:, 0, -1, 0], images[:, 0, 0, 0])
+        assert np.array_equal(index, labels)  # an image's label travels with it
+        mirrored_by_epoch.append(set(labels[mirrored]))
+    assert 0 < len(mirrored_by_epoch[0]) < n
+    everything = set(range(n))
+    assert mirrored_by_epoch[1] == everything - mirrored_by_epoch[0]
+    assert mirrored_by_epoch[2] == mirrored_by_epoch[0]
+
+
+def test_a_trial_with_alternating_flips_trains_its_epochs(mnist):
+    params = {"units": 8, "flip": "alternating", "batch_size": 32}
+    result = train.train("mlp", params, mnist, epochs=2, seed=0)
+    assert result.epochs == 2 and len(result.history["val_accuracy"]) == 2
+    assert result.history["loss"][1] < result.history["loss"][0]
+
+
+def test_flip_translate_tta_averages_the_six_views():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(3, 5, 5, 1), dtype=np.uint8)
+    calls = []
+
+    def predict(views):
+        calls.append(views.copy())
+        # a "model" that reads two pixels, so each view gives its own answer
+        a = views[:, 1, 1, 0].astype(float) / 255
+        b = views[:, 2, 3, 0].astype(float) / 255
+        return np.stack([a, b], axis=1)
+
+    averaged = train.tta(predict, x, "flip+translate")
+    mirror = x[:, :, ::-1]
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    up_left, down_right = padded[:, :-2, :-2], padded[:, 2:, 2:]
+    assert np.array_equal(up_left[:, 1:, 1:], x[:, :-1, :-1])  # shifted by one pixel
+    expected = (
+        0.25 * (predict(x) + predict(mirror))
+        + 0.125 * (predict(up_left) + predict(up_left[:, :, ::-1]))
+        + 0.125 * (predict(down_right) + predict(down_right[:, :, ::-1]))
+    )
+    assert np.allclose(averaged, expected)
+    assert len(calls) == 6 + 6  # six views, then the six of the expectation
+    assert np.allclose(train.tta(predict, x, "flip"), (predict(x) + predict(mirror)) / 2)
+
+
+def test_tta_logs_its_accuracy_beside_the_plain_one(data_dir):
+    cifar = data.load("cifar10", data_dir=data_dir)
+    result = train.train("mlp", {"units": 8, "tta": "flip+translate"}, cifar, epochs=1, seed=0)
+    assert set(result.test) >= {"test_accuracy", "test_accuracy_tta"}

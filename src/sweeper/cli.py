@@ -253,6 +253,12 @@ def baseline(
     help="Stop starting trials after this many minutes.",
 )
 @click.option(
+    "--minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    help="The whole sweep's time, search and refit: the search gets the file's "
+    "budget.search_share of it, the refit the epochs that fit the rest.",
+)
+@click.option(
     "--engine",
     type=click.Choice(engines.names()),
     help="; ".join(
@@ -301,6 +307,7 @@ def sweep(
     sweep_file: str,
     trials: int | None,
     timeout: float | None,
+    minutes: float | None,
     engine: str | None,
     storage: str | None,
     study: str | None,
@@ -316,7 +323,9 @@ def sweep(
     tracking_uri: str | None,
 ) -> None:
     """Run (or resume) the sweep described in SWEEP_FILE."""
-    from sweeper import config
+    from sweeper import config, policy
+
+    started = policy.now()  # budget.minutes counts from here
 
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C
     # A shell's background job starts with SIGINT ignored; the supervisor stops its workers
@@ -326,6 +335,7 @@ def sweep(
     spec = config.load(sweep_file).with_overrides(
         trials=trials,
         timeout_minutes=timeout,
+        minutes=minutes,
         engine=engine,
         study=study,
         max_epochs=epochs,
@@ -363,6 +373,7 @@ def sweep(
         tracking_uri=tracking_uri,
         deadline=deadline,
         supervised=bool(as_worker),
+        started=started,
     )
     if not as_worker:
         click.echo(f"sweep {spec.study} done; parent run {parent}")
@@ -376,10 +387,23 @@ def _describe(spec: Any) -> None:
     click.echo(
         f"sweep {spec.study}: {spec.dataset}, {', '.join(spec.families)}; "
         f"{spec.engine}/{spec.sampler}, pruner {spec.pruner}, {spec.trials} trials"
-        f"{f', {spec.timeout_minutes:g} min' if spec.timeout_minutes else ''}, "
+        f"{f', {spec.search_minutes:.3g} min' if spec.search_minutes else ''}, "
         f"<= {spec.max_epochs} epochs each"
         f"{f'; stops at {spec.metric} {spec.target:g}' if spec.target else ''}"
+        f"; {_refit_plan(spec)}"
     )
+
+
+def _refit_plan(spec: Any) -> str:
+    if spec.refit_from_minutes:
+        return (
+            f"{spec.minutes:g} min in all: search {spec.search_minutes:.3g} min, then refit "
+            f"the winner for the epochs that fit the other {spec.minutes - spec.search_minutes:.3g}"
+            " min (from its measured speed)"
+        )
+    if spec.refit_epochs:
+        return f"then refit the winner for {spec.refit_epochs} epochs"
+    return "no refit"
 
 
 @main.command("devices")

@@ -21,7 +21,7 @@ from sweeper.errors import ConfigError
 # engine loads (a test checks `sys.modules`).
 PRUNERS = tuple(dict.fromkeys(p for e in engines.ENGINES.values() for p in e.pruners))
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
-PRECISIONS = ("float32", "mixed_bfloat16")
+PRECISIONS = ("float32", "mixed_bfloat16", "auto")  # auto: `devices.precision`
 TOP_KEYS = (
     "dataset",
     "data",
@@ -54,6 +54,8 @@ class SweepSpec:
     direction: str = "maximize"
     trials: int = 20
     timeout_minutes: float | None = None
+    minutes: float | None = None  # the whole sweep's time, search and refit
+    search_share: float = 0.3  # of `minutes`, for the search
     max_epochs: int = 10
     target: float | None = None  # stop the sweep once a trial's metric reaches this
     seed: int = 0
@@ -74,6 +76,8 @@ class SweepSpec:
         """CLI options win over the file; an engine switch keeps a sampler and a pruner it
         knows, else takes its defaults."""
         chosen = {k: v for k, v in overrides.items() if v is not None}
+        if "minutes" in chosen:  # --minutes plans both parts, unless they are given too
+            chosen = {"timeout_minutes": None, "refit_epochs": None, **chosen}
         spec = dataclasses.replace(self, **chosen)
         engine = engines.registered(spec.engine)
         if spec.sampler not in engine.samplers:
@@ -81,6 +85,18 @@ class SweepSpec:
         if spec.pruner not in engine.pruners:
             spec = dataclasses.replace(spec, pruner=engine.pruners[0])
         return spec
+
+    @property
+    def search_minutes(self) -> float | None:
+        """The search's time: `timeout_minutes`, else its share of `minutes`."""
+        if self.timeout_minutes is not None:
+            return self.timeout_minutes
+        return None if self.minutes is None else self.minutes * self.search_share
+
+    @property
+    def refit_from_minutes(self) -> bool:
+        """Whether the refit's epochs are computed from the time left of `minutes`."""
+        return self.minutes is not None and self.refit_epochs is None
 
     def reached(self, value: float) -> bool:
         """Whether `value` of the objective metric meets the target (never, without one)."""
@@ -151,9 +167,24 @@ def _build(raw, path, problems) -> SweepSpec | None:
 
     _unknown(objective, ("metric", "direction"), "objective", problem)
     budget = _mapping(raw, "budget", problem)
-    _unknown(budget, ("trials", "timeout_minutes", "max_epochs", "target"), "budget", problem)
+    _unknown(
+        budget,
+        ("trials", "minutes", "search_share", "timeout_minutes", "max_epochs", "target"),
+        "budget",
+        problem,
+    )
     trials = _positive(budget, "trials", 20, int, problem, "budget.")
     timeout = _positive(budget, "timeout_minutes", None, (int, float), problem, "budget.")
+    minutes = _positive(budget, "minutes", None, (int, float), problem, "budget.")
+    search_share = budget.get("search_share", SweepSpec.search_share)
+    if not isinstance(search_share, (int, float)) or not 0 < search_share < 1:
+        problem("budget.search_share", "a fraction of budget.minutes between 0 and 1", search_share)
+    if "minutes" in budget and "timeout_minutes" in budget:
+        problem(
+            "budget.timeout_minutes",
+            "no timeout beside budget.minutes (minutes sets the search's share)",
+            timeout,
+        )
     max_epochs = _positive(budget, "max_epochs", 10, int, problem, "budget.")
     target = budget.get("target")
     if expected := target_problem(metric, target):
@@ -187,6 +218,12 @@ def _build(raw, path, problems) -> SweepSpec | None:
     refit = _mapping(raw, "refit", problem)
     _unknown(refit, ("epochs",), "refit", problem)
     refit_epochs = _positive(refit, "epochs", None, int, problem, "refit.")
+    if "minutes" in budget and "epochs" in refit:
+        problem(
+            "refit.epochs",
+            "no epochs beside budget.minutes (the refit gets the epochs that fit what is left)",
+            refit_epochs,
+        )
 
     workers = raw.get("workers", 1)
     if workers != "auto" and (
@@ -223,6 +260,8 @@ def _build(raw, path, problems) -> SweepSpec | None:
         direction=direction,
         trials=trials,
         timeout_minutes=timeout,
+        minutes=minutes,
+        search_share=float(search_share) if isinstance(search_share, (int, float)) else 0.3,
         max_epochs=max_epochs,
         seed=seed,
         target=None if target is None else float(target),

@@ -133,6 +133,12 @@ class Dataset:
     skipped_images: int = 0
     options: dict = field(default_factory=dict)  # how it was loaded, so a run can be redone
     source: str = ""  # where its files are: a folder, a CSV, Keras' download cache
+    all_training_images: int | None = None  # before `limit`: what a refit trains on
+
+    @property
+    def refit_images(self) -> int:
+        """Training and validation images without the limit: a refit's training set."""
+        return self.all_training_images or len(self.y_train) + len(self.y_val)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -225,6 +231,7 @@ def _load_cached(name, data_dir, limit, val_fraction, seed, image_size, image_di
         x_train, y_train, x_test, y_test, class_names, skipped = _load_images(
             name, image_size, seed, image_dir
         )
+    all_training_images = len(y_train)
     if limit:
         x_train, y_train = x_train[:limit], y_train[:limit]
     x_train, y_train, x_val, y_val = _hold_out(x_train, y_train, val_fraction, seed)
@@ -255,6 +262,7 @@ def _load_cached(name, data_dir, limit, val_fraction, seed, image_size, image_di
         skipped,
         options,
         str(Path(source).resolve()),
+        all_training_images,
     )
 
 

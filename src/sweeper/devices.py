@@ -18,6 +18,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+# CPU flags of native bfloat16 arithmetic. Without them TensorFlow emulates bf16: measured on
+# an AVX2-only AMD EPYC, the ResNet trained at 10 images/s in mixed_bfloat16 against 77 in
+# float32, where an AVX-512 BF16 CPU had measured 1.5-1.7x the other way.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 WORKER_VARIABLE = "SWEEPER_WORKER"  # set by the supervisor: its worker's number, from 1
 WORKER_MEMORY = 2 * 2**30  # TensorFlow, a mid-sized model and its batches, per worker
 
@@ -85,6 +89,34 @@ def plan(
     return Plan(workers, threads, assigned, why)
 
 
+def precision(requested: str, cpu_flags: set[str] | None = None) -> str:
+    """The Keras dtype policy for `requested`; `auto`: mixed_bfloat16 where the hardware
+    computes in bf16 natively (GPUs of compute capability 8 and later, CPUs with
+    `BF16_CPU_FLAGS`), float32 elsewhere."""
+    if requested != "auto":
+        return requested
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+        return "mixed_bfloat16" if capability and capability[0] >= 8 else "float32"
+    flags = _cpu_flags() if cpu_flags is None else cpu_flags
+    return "mixed_bfloat16" if flags & set(BF16_CPU_FLAGS) else "float32"
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags, from Linux's /proc/cpuinfo (none elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def setup(threads: int | None) -> None:
     """Caps TensorFlow's CPU threads (None: all) and lets each GPU's memory grow as needed
     (so a worker does not take the whole card). Call before the first operation."""
@@ -112,4 +144,5 @@ def describe() -> list[str]:
         )
     if len(lines) == 1:
         lines.append("GPU: none visible to TensorFlow (CPU training; see docs/distributed.md)")
+    lines.append(f"precision auto: {precision('auto')}")
     return lines

@@ -9,6 +9,7 @@ checked before TensorFlow loads.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,15 +39,19 @@ class Param:
     high: float | None = None
     low_open: bool = False
     or_suffix: str | None = None  # a text ending so is allowed beside `choices` (a path)
+    pattern: Callable[[Any], bool] | None = None  # a text that this accepts is allowed too
+    pattern_doc: str = ""
 
     def problem(self, value: Any) -> str | None:
         """What `value` should have been, or None when it is allowed."""
         if not self.accepts_type(value):
             return f"a value of type {self.type.__name__}"
         a_path = self.or_suffix is not None and str(value).endswith(self.or_suffix)
-        if self.choices is not None and value not in self.choices and not a_path:
+        patterned = self.pattern is not None and self.pattern(value)
+        if self.choices is not None and value not in self.choices and not (a_path or patterned):
             path = f" or a path ending in {self.or_suffix}" if self.or_suffix else ""
-            return f"one of {', '.join(map(str, self.choices))}{path}"
+            pattern = f" or {self.pattern_doc}" if self.pattern else ""
+            return f"one of {', '.join(map(str, self.choices))}{path}{pattern}"
         if self.type in (int, float) and not math.isfinite(value):
             return "a finite number"
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
@@ -142,6 +147,15 @@ TRAINING = _params(
         high=0.1,
     ),
     Param(
+        "ema_momentum",
+        float,
+        0.0,
+        "weight averaging: the model keeps an exponential moving average of its weights "
+        "with this momentum (Keras' use_ema), evaluated and saved at the end; 0: off",
+        low=0.0,
+        high=0.9999,
+    ),
+    Param(
         "label_smoothing",
         float,
         0.0,
@@ -161,8 +175,9 @@ TRAINING = _params(
         "flip",
         str,
         "none",
-        "random flips in training; none for digits",
-        choices=("none", "horizontal", "vertical", "horizontal_and_vertical"),
+        "flips in training; none for digits. alternating: each image mirrored every other "
+        "epoch (a random half in the first), not at random (airbench)",
+        choices=("none", "horizontal", "vertical", "horizontal_and_vertical", "alternating"),
     ),
     _count(
         "cutout",
@@ -175,9 +190,10 @@ TRAINING = _params(
         "tta",
         str,
         "none",
-        "test-time augmentation: flip also scores the mirrored test "
-        "images and logs test_accuracy_tta (selection stays on validation)",
-        choices=("none", "flip"),
+        "test-time augmentation, logged as test_accuracy_tta (selection stays on validation): "
+        "flip averages each test image with its mirror; flip+translate adds both "
+        "shifted by one pixel (reflected edges) up-left and down-right, at half the weight",
+        choices=("none", "flip", "flip+translate"),
     ),
     Param(
         "loss",
@@ -258,6 +274,45 @@ FAMILIES: dict[str, tuple[str, dict[str, Param]]] = {
             _count("width", 32, "channels of the stem; each stage doubles them", low=4, high=512),
             _count("stages", 3, "stages, each halving the image", high=5),
             Param(
+                "widths",
+                str,
+                "double",
+                "channels of each stage: double (the stem's width, doubled at each stage) or "
+                "one number a stage, such as 64/256/256 (then it sets the number of stages)",
+                choices=("double",),
+                pattern=lambda v: stage_widths(v) is not None,
+                pattern_doc="widths such as 64/128/128",
+            ),
+            Param(
+                "stem",
+                str,
+                "conv",
+                "first layer: conv (3x3 conv-BN-ReLU of `width` channels), or whiten: a "
+                "frozen 2x2 convolution that whitens the training images' patches, computed "
+                "from them before training (airbench)",
+                choices=("conv", "whiten"),
+            ),
+            Param(
+                "identity_init",
+                bool,
+                False,
+                "start each 3x3 convolution as the identity on its input channels (dirac), "
+                "the rest random",
+            ),
+            Param(
+                "bn_scale",
+                bool,
+                True,
+                "BatchNorm learns a scale (gamma); airbench drops it",
+            ),
+            Param(
+                "activation",
+                str,
+                "relu",
+                "activation after each BatchNorm",
+                choices=("relu", "gelu"),
+            ),
+            Param(
                 "residual",
                 str,
                 "alternate",
@@ -325,6 +380,14 @@ FAMILIES: dict[str, tuple[str, dict[str, Param]]] = {
         ),
     ),
 }
+
+
+def stage_widths(text: Any) -> list[int] | None:
+    """`64/256/256` as [64, 256, 256]; None when `text` is no such list."""
+    parts = str(text).split("/")
+    if not all(part.isdigit() and 1 <= int(part) <= 4096 for part in parts) or len(parts) > 5:
+        return None
+    return [int(part) for part in parts]
 
 
 def family_names() -> list[str]:

@@ -9,6 +9,7 @@ the same. The policy (budget, timeout, target, failures in a row, recipes first)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import gc
 import logging
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 
-from sweeper import baselines, data, engines, policy, runner, schema, space, tracking
+from sweeper import baselines, data, devices, engines, policy, runner, schema, space, tracking
 from sweeper.config import SweepSpec
 from sweeper.engines.base import COMPLETE, PRUNED, Engine, Outcome, PastTrial, Report
 from sweeper.errors import SweeperError
@@ -40,10 +41,17 @@ class SweepRun:
         engine: Engine,
         deadline: float | None = None,
         tracking_uri: str | None = None,
+        started: float | None = None,
     ):
         self.spec, self.dataset, self.engine = spec, dataset, engine
         self.tracking_uri = tracking_uri
+        started = policy.now() if started is None else started
+        # `budget.minutes`: when the whole sweep, refit included, has to be done
+        self.ends_at = started + spec.minutes * 60 if spec.minutes else None
+        if deadline is None and spec.search_minutes:
+            deadline = started + spec.search_minutes * 60
         self.policy = policy.Policy(spec, deadline)
+        self._refit_planned = False
         self.first_points = policy.first_points(spec)
         # Families whose recipe trial ran already: a later trial that samples the same
         # values is a trial like any other, not the baseline. A study with no trial yet has
@@ -210,6 +218,8 @@ class SweepRun:
             best.value if best and best.value is not None else value,
             elapsed / 60,
         )
+        if not result.pruned and not self._refit_planned:
+            self._plan_refit(label, result)
         if not result.pruned and self.spec.reached(value):
             self._later(
                 lambda: self.parent.log_target_reached(elapsed, number, f"{label} ({run.run_id})")
@@ -221,6 +231,29 @@ class SweepRun:
                 label,
                 elapsed / 60,
             )
+
+    def _plan_refit(self, label: str, result) -> None:
+        """States, once, the refit that `budget.minutes` leaves room for, as measured on the
+        first complete trial (the refit's own line gives the winner's figures)."""
+        self._refit_planned = True
+        if self.ends_at is None or not self.spec.refit_from_minutes:
+            return
+        search_ends = self.policy.deadline or policy.now()
+        plan = policy.refit_plan(
+            self.ends_at - search_ends,
+            [result.train_seconds / max(1, result.epochs)] * max(1, result.epochs),
+            trial_images=len(self.dataset.y_train),
+            refit_images=self.dataset.refit_images,
+            test_images=len(self.dataset.y_test),
+        )
+        log.info(
+            "  plan: after the search, a refit of ~%d epochs (~%.0f s an epoch on %d images, "
+            "as %s trained)",
+            plan.epochs,
+            plan.seconds_per_epoch,
+            self.dataset.refit_images,
+            label,
+        )
 
     def check_failures(self) -> None:
         """Raises when this process stopped because trials kept failing: a sweep that ends so
@@ -275,9 +308,13 @@ def prepare(
     data_dir: str | None = None,
     tracking_uri: str | None = None,
     deadline: float | None = None,
+    started: float | None = None,
 ) -> SweepRun:
     """Loads the data and opens (or finds) the engine's study; the parent run is opened on
-    the writer thread when first needed (`SweepRun.parent`)."""
+    the writer thread when first needed (`SweepRun.parent`). `started`: when the sweep's
+    `budget.minutes` began (default now)."""
+    started = policy.now() if started is None else started
+    spec = dataclasses.replace(spec, precision=devices.precision(spec.precision))
     dataset = _load(spec, data_dir, spec.limit)
     engine = engines.get(spec.engine)(spec, storage)
     # Libraries and data stay loaded for the whole sweep: the collection each trial starts
@@ -285,7 +322,7 @@ def prepare(
     # unfreezes them.
     gc.collect()
     gc.freeze()
-    return SweepRun(spec, dataset, engine, deadline, tracking_uri)
+    return SweepRun(spec, dataset, engine, deadline, tracking_uri, started)
 
 
 def run_sweep(
@@ -296,11 +333,17 @@ def run_sweep(
     tracking_uri: str | None = None,
     deadline: float | None = None,
     supervised: bool = False,
+    started: float | None = None,
 ) -> str:
     """Runs the sweep to its budget (or resumes it), then its refit; returns the parent run
     id. `supervised`: one worker of `workers.supervise`, which refits and ends the parent."""
     sweep = prepare(
-        spec, storage=storage, data_dir=data_dir, tracking_uri=tracking_uri, deadline=deadline
+        spec,
+        storage=storage,
+        data_dir=data_dir,
+        tracking_uri=tracking_uri,
+        deadline=deadline,
+        started=started,
     )
     with ending(sweep, end=not supervised):
         if reason := sweep.stop_reason(sweep.engine.trials()):
@@ -337,9 +380,15 @@ def finish(sweep: SweepRun, data_dir: str | None) -> None:
     the best trials keep their models."""
     spec = sweep.spec
     tracking.flush()  # the search's runs, which the refit reads
-    if spec.refit_epochs:  # no `data.limit` here
+    if spec.refit_epochs or spec.refit_from_minutes:  # no `data.limit` here
         refit(
-            spec, _load(spec, data_dir, None), sweep.experiment, sweep.parent, sweep.engine.trials()
+            spec,
+            _load(spec, data_dir, None),
+            sweep.experiment,
+            sweep.parent,
+            sweep.engine.trials(),
+            ends_at=sweep.ends_at,
+            trial_images=len(sweep.dataset.y_train),
         )
     keep_best_models(sweep)
 
@@ -403,14 +452,19 @@ def refit(
     experiment: str,
     parent: tracking.ParentRun,
     trials: Sequence[PastTrial],
+    *,
+    ends_at: float | None = None,
+    trial_images: int | None = None,
 ) -> tracking.TrialRecorder | None:
     """Retrains the best completed trial (chosen on validation) on all of `dataset`'s
-    training and validation data (no `data.limit`) for `spec.refit_epochs`, as a child run
-    tagged `refit_of` its trial: the long run of a search made of short ones. Its test
-    accuracy is measured once, after the choice; a sweep resumed later refits only a new best.
+    training and validation data (no `data.limit`) for `spec.refit_epochs`, or with
+    `budget.minutes` for the epochs that fit until `ends_at` at the speed the trial
+    measured on its `trial_images`, as a child run tagged `refit_of` its trial: the long
+    run of a search made of short ones. Its test accuracy is measured once, after the
+    choice; a sweep resumed later refits only a new best.
     """
     best = policy.best(trials, spec.direction)
-    if best is None or not spec.refit_epochs:
+    if best is None or not (spec.refit_epochs or spec.refit_from_minutes):
         return None
     trial = tracking.trial_of(parent.run_id, best.number)
     if trial is None:
@@ -432,12 +486,42 @@ def refit(
     }
     params["early_stopping_patience"] = 0  # nothing to watch: validation is trained on
     label = f"{trial.info.run_name} refit"
+    merged = dataset.merged()
+    epochs = spec.refit_epochs
+    if epochs is None:
+        assert ends_at is not None and trial_images  # refit_from_minutes
+        seconds_left = ends_at - policy.now()
+        measured = [v for _, v in tracking.metric_history(trial.info.run_id, names.EPOCH_SECONDS)]
+        plan = policy.refit_plan(
+            seconds_left,
+            measured,
+            trial_images=trial_images,
+            refit_images=len(merged.y_train),
+            test_images=len(merged.y_test),
+            tta=schema.resolve(family, params)["tta"],
+        )
+        log.info(
+            "refit: %.1f min left of %g; %s measured %.0f s an epoch on %d images, so %d "
+            "epochs on %d (%.1f min planned)",
+            seconds_left / 60,
+            spec.minutes,
+            trial.info.run_name,
+            plan.seconds_per_epoch * trial_images / len(merged.y_train),
+            trial_images,
+            plan.epochs,
+            len(merged.y_train),
+            plan.seconds / 60,
+        )
+        if not plan.epochs:
+            log.info("refit: no time left for one epoch; the search's winner stays the result")
+            return None
+        epochs = plan.epochs
     log.info(
         "refit: %s (%s %.4f) on training + validation data, %d epochs",
         label,
         spec.metric,
         best.value,
-        spec.refit_epochs,
+        epochs,
     )
     tags = {
         names.KIND: names.KIND_REFIT,
@@ -449,10 +533,10 @@ def refit(
     result, run = runner.tracked_trial(
         family,
         params,
-        dataset.merged(),
+        merged,
         experiment=experiment,
         run_name=label,
-        epochs=spec.refit_epochs,
+        epochs=epochs,
         seed=spec.seed + best.number,
         tags=tags,
         parent_run_id=parent.run_id,
@@ -485,7 +569,8 @@ def _open_parent(spec: SweepSpec, dataset: data.Dataset, experiment: str) -> tra
         "pruner": spec.pruner,
         "objective": f"{spec.direction} {spec.metric}",
         "trials": spec.trials,
-        "timeout_minutes": spec.timeout_minutes,
+        "timeout_minutes": spec.search_minutes,
+        "minutes": spec.minutes,
         "max_epochs": spec.max_epochs,
         "seed": spec.seed,
         "study": spec.study,

@@ -9,22 +9,23 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from sweeper import families, schema
 from sweeper.data import Dataset
+from sweeper.families._layers import ALTERNATING
 from sweeper.metrics import evaluate
 
-# Every optimizer takes Keras' decoupled `weight_decay` (0: none); AdamW is Adam with it.
+# Every optimizer takes Keras' decoupled `weight_decay` (0: none) and weight averaging
+# (`use_ema`); AdamW is Adam with the decay.
 OPTIMIZERS = {
-    "adam": lambda lr, p: keras.optimizers.Adam(lr, weight_decay=p["weight_decay"] or None),
-    "adamw": lambda lr, p: keras.optimizers.AdamW(lr, weight_decay=p["weight_decay"]),
-    "adamax": lambda lr, p: keras.optimizers.Adamax(lr, weight_decay=p["weight_decay"] or None),
-    "nadam": lambda lr, p: keras.optimizers.Nadam(lr, weight_decay=p["weight_decay"] or None),
-    "rmsprop": lambda lr, p: keras.optimizers.RMSprop(
-        lr, momentum=p["momentum"], weight_decay=p["weight_decay"] or None
-    ),
-    "sgd": lambda lr, p: keras.optimizers.SGD(
-        lr, momentum=p["momentum"], nesterov=p["nesterov"], weight_decay=p["weight_decay"] or None
+    "adam": lambda lr, p, kw: keras.optimizers.Adam(lr, **kw),
+    "adamw": lambda lr, p, kw: keras.optimizers.AdamW(lr, **kw),
+    "adamax": lambda lr, p, kw: keras.optimizers.Adamax(lr, **kw),
+    "nadam": lambda lr, p, kw: keras.optimizers.Nadam(lr, **kw),
+    "rmsprop": lambda lr, p, kw: keras.optimizers.RMSprop(lr, momentum=p["momentum"], **kw),
+    "sgd": lambda lr, p, kw: keras.optimizers.SGD(
+        lr, momentum=p["momentum"], nesterov=p["nesterov"], **kw
     ),
 }
 
@@ -109,6 +110,8 @@ def train(
 
     module = families.get(family)
     model = module.build(p, dataset.input_shape, dataset.n_classes)
+    if hasattr(module, "adapt"):  # layers computed from the training images (a whitening)
+        module.adapt(model, dataset.x_train)
     steps = epochs * math.ceil(len(dataset.y_train) / p["batch_size"])
     model.compile(
         optimizer=make_optimizer(p, p["learning_rate"], steps), loss=_loss(p), metrics=["accuracy"]
@@ -128,11 +131,9 @@ def train(
 
     start = time.perf_counter()
     fit = model.fit(
-        dataset.x_train,
-        y_train,
+        **_inputs(p, dataset.x_train, y_train, epochs, seed),
         validation_data=(dataset.x_val, y_val) if len(y_val) else None,
         epochs=epochs,
-        batch_size=p["batch_size"],
         callbacks=fit_callbacks,
         verbose=verbose,
     )
@@ -140,7 +141,7 @@ def train(
     pruned = bool(pruner and pruner.pruned)
     if _fine_tunes(module, p) and not pruned:
         history = _fine_tune(
-            model, module, p, dataset, y_train, y_val, fit_callbacks, history, verbose
+            model, module, p, dataset, y_train, y_val, fit_callbacks, history, verbose, seed
         )
     train_seconds = time.perf_counter() - start
     diverged = any(not math.isfinite(v) for v in history.get("loss", []))
@@ -149,10 +150,9 @@ def train(
     # A diverged model's outputs are NaN: scored as the nothing it predicts.
     probs = np.nan_to_num(model.predict(dataset.x_test, batch_size=512, verbose=0))
     test = evaluate(probs, dataset.y_test, p["loss"])
-    if p["tta"] == "flip":  # scored beside test_accuracy; selection never reads it
-        mirrored = model.predict(dataset.x_test[:, :, ::-1], batch_size=512, verbose=0)
-        both = (probs + mirrored) / 2
-        test["test_accuracy_tta"] = float(np.mean(both.argmax(1) == dataset.y_test))
+    if p["tta"] != "none":  # scored beside test_accuracy; selection never reads it
+        views = tta(lambda x: model.predict(x, batch_size=512, verbose=0), dataset.x_test, p["tta"])
+        test["test_accuracy_tta"] = float(np.mean(views.argmax(1) == dataset.y_test))
     images = len(dataset.y_train) * len(history.get("loss", []))
     return TrialResult(
         model,
@@ -164,6 +164,64 @@ def train(
         pruned or diverged,
         stopped_by,
     )
+
+
+def tta(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, mode: str) -> np.ndarray:
+    """Test-time augmentation: the class probabilities of `x` averaged over views. flip: each
+    image and its mirror; flip+translate (airbench): half of that, plus a quarter each of the
+    same pair shifted one pixel up-left and one down-right (reflected edges)."""
+    pair = (predict(x) + predict(x[:, :, ::-1])) / 2
+    if mode == "flip":
+        return pair
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    shifted = [padded[:, :-2, :-2], padded[:, 2:, 2:]]
+    pairs = [(predict(view) + predict(view[:, :, ::-1])) / 2 for view in shifted]
+    return 0.5 * pair + 0.25 * pairs[0] + 0.25 * pairs[1]
+
+
+def alternating_flips(
+    x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, seed: int
+) -> tf.data.Dataset:
+    """Batches of (x, y) for `epochs` epochs, a new order each epoch, in which each image is
+    mirrored every other epoch: a random half in the first epoch, then exactly the images
+    that were not mirrored the epoch before (airbench's alternating flip: every image is
+    seen both ways in any two epochs, where random flips repeat one side a quarter of the
+    time). A `tf.data.Dataset`, since the flip depends on the image and the epoch."""
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    orders = tf.constant(np.stack([rng.permutation(n) for _ in range(epochs)]))
+    first = tf.constant(rng.random(n) < 0.5)
+    images, labels = tf.constant(x), tf.constant(y)
+
+    def batch(indices, epoch):
+        mirror = tf.not_equal(tf.gather(first, indices), tf.equal(epoch % 2, 1))
+        xb = tf.gather(images, indices)
+        xb = tf.where(mirror[:, None, None, None], tf.reverse(xb, axis=[2]), xb)
+        return xb, tf.gather(labels, indices)
+
+    return (
+        tf.data.Dataset.range(epochs)
+        .flat_map(
+            lambda e: (
+                tf.data.Dataset.from_tensor_slices(orders[e])
+                .batch(batch_size)
+                .map(lambda indices: (indices, e))
+            )
+        )
+        .map(batch, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _inputs(p, x, y, epochs, seed) -> dict:
+    """`fit`'s training inputs: the arrays, or with an alternating flip the dataset that
+    mirrors them (it holds all the epochs: Keras keeps its iterator across them)."""
+    if p["flip"] != ALTERNATING:
+        return {"x": x, "y": y, "batch_size": p["batch_size"]}
+    return {
+        "x": alternating_flips(x, y, p["batch_size"], epochs, seed),
+        "steps_per_epoch": math.ceil(len(y) / p["batch_size"]),
+    }
 
 
 def make_optimizer(p: dict, learning_rate: float, steps: int) -> keras.optimizers.Optimizer:
@@ -182,7 +240,14 @@ def make_optimizer(p: dict, learning_rate: float, steps: int) -> keras.optimizer
             warmup_target=learning_rate if warmup else None,
             warmup_steps=warmup,
         )
-    return OPTIMIZERS[p["optimizer"]](learning_rate, p)
+    common = {
+        "weight_decay": p["weight_decay"]
+        if p["optimizer"] == "adamw"
+        else p["weight_decay"] or None,
+        "use_ema": bool(p["ema_momentum"]),
+        "ema_momentum": p["ema_momentum"] or 0.99,
+    }
+    return OPTIMIZERS[p["optimizer"]](learning_rate, p, common)
 
 
 def _loss(p):
@@ -210,7 +275,8 @@ def _standard_callbacks(p):
             keras.callbacks.EarlyStopping(
                 monitor=p["early_stopping_monitor"],
                 patience=p["early_stopping_patience"],
-                restore_best_weights=True,
+                # the averaged weights are the model when weight averaging is on
+                restore_best_weights=not p["ema_momentum"],
             )
         )
     return callbacks
@@ -220,7 +286,7 @@ def _fine_tunes(module, p):
     return hasattr(module, "fine_tune") and p.get("fine_tune_epochs", 0) > 0
 
 
-def _fine_tune(model, module, p, dataset, y_train, y_val, callbacks, history, verbose):
+def _fine_tune(model, module, p, dataset, y_train, y_val, callbacks, history, verbose, seed):
     """Second phase (transfer learning): unfreeze the backbone's top, train slowly."""
     module.fine_tune(model, p)
     model.compile(
@@ -232,12 +298,10 @@ def _fine_tune(model, module, p, dataset, y_train, y_val, callbacks, history, ve
     )
     done = len(history["loss"])
     more = model.fit(
-        dataset.x_train,
-        y_train,
+        **_inputs(p, dataset.x_train, y_train, p["fine_tune_epochs"], seed),
         validation_data=(dataset.x_val, y_val) if len(y_val) else None,
         initial_epoch=done,
         epochs=done + p["fine_tune_epochs"],
-        batch_size=p["batch_size"],
         callbacks=callbacks,
         verbose=verbose,
     )

@@ -49,9 +49,15 @@ def supervise(
             "--workers: SQLite is not safe for several processes; leave --storage out (a "
             "journal file under mlruns/) or give postgresql://..."
         )
-    deadline = time.time() + spec.timeout_minutes * 60 if spec.timeout_minutes else None
+    started = time.time()
+    deadline = started + spec.search_minutes * 60 if spec.search_minutes else None
     sweep = prepare(
-        spec, storage=storage, data_dir=data_dir, tracking_uri=tracking_uri, deadline=deadline
+        spec,
+        storage=storage,
+        data_dir=data_dir,
+        tracking_uri=tracking_uri,
+        deadline=deadline,
+        started=started,
     )
     parent = sweep.parent.run_id  # opened now, before any worker looks for it
     with ending(sweep):

@@ -6,12 +6,15 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+ALTERNATING = "alternating"
+
 
 def pixel_input(
     input_shape: tuple[int, ...], p: dict
 ) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     """Raw uint8 pixels in, scaled to [0, 1], so an exported model needs nothing else; then
-    the augmentation `p` asks for (`translate`, `flip`, `cutout`). Keras' augmentation
+    the augmentation `p` asks for (`translate`, `flip`, `cutout`; an alternating flip is the
+    input feed's, `train.alternating_flips`). Keras' augmentation
     layers act in training only: the model predicts on clean pixels."""
     inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="pixels")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
@@ -24,7 +27,7 @@ def pixel_input(
             interpolation="nearest",
             name="translate",
         )(x)
-    if p["flip"] != "none":
+    if p["flip"] not in ("none", ALTERNATING):  # alternating: the input feed mirrors
         x = layers.RandomFlip(p["flip"], name="flip")(x)
     if p["cutout"]:
         share = min(1.0, p["cutout"] ** 2 / (height * width))

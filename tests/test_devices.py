@@ -1,0 +1,18 @@
+"""What the machine trains on: the precision `auto` chooses."""
+
+from sweeper import devices
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively():
+    # this test machine has no GPU visible (CUDA is not installed for the suite)
+    assert devices.precision("auto", cpu_flags={"avx2", "fma"}) == "float32"
+    assert devices.precision("auto", cpu_flags={"avx512f", "avx512_bf16"}) == "mixed_bfloat16"
+    assert devices.precision("auto", cpu_flags={"amx_bf16"}) == "mixed_bfloat16"
+    assert devices.precision("float32", cpu_flags={"avx512_bf16"}) == "float32"  # as written
+    assert devices.precision("mixed_bfloat16", cpu_flags=set()) == "mixed_bfloat16"
+
+
+def test_auto_precision_reads_this_cpus_flags():
+    flags = devices._cpu_flags()
+    expected = "mixed_bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+    assert devices.precision("auto") == expected

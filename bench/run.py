@@ -1,6 +1,7 @@
 """Benchmarks. Every figure is a ratio against a reference measured in the same run.
 
-python bench/run.py [--only overhead,startup,levers,tta,workers,documented] [--data-dir DIR]
+python bench/run.py [--only overhead,startup,levers,tta,workers,documented,ablation,minutes]
+    [--data-dir DIR]
 
 Prints a Markdown table and writes it to bench/results/DATE-HOST-SECTIONS-HHMM.md.
 """
@@ -441,6 +442,9 @@ def to_documented(data_dir, rows, cap_minutes=30):
             body = yaml.safe_load((folder / f"{dataset}.yaml").read_text())
             body.pop("refit", None)
             budget = body["budget"]
+            if "minutes" in budget:  # its search's share: the refit is left out
+                share = budget.pop("search_share", 0.3)
+                budget["timeout_minutes"] = budget.pop("minutes") * share
             budget["target"] = documented
             if cap_minutes:
                 budget["timeout_minutes"] = min(budget["timeout_minutes"], cap_minutes)
@@ -490,6 +494,115 @@ def to_documented(data_dir, rows, cap_minutes=30):
             )
 
 
+# --- 7. a default sweep in its minutes ------------------------------------------------------
+def in_minutes(data_dir, rows, datasets=("mnist",)):
+    """`sweeper sweep sweeps/D.yaml` as written (search and refit, `budget.minutes`), from a
+    fresh store: wall time against the budget, the CPU's busy share over the whole command
+    (the children's user + system seconds over wall seconds x cores), the refit's epochs and
+    test accuracy."""
+    for dataset in datasets:
+        body = yaml.safe_load((ROOT / "sweeps" / f"{dataset}.yaml").read_text())
+        minutes = body["budget"]["minutes"]
+        with tempfile.TemporaryDirectory() as tmp:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            wall = run_sweeper(
+                Path(tmp), ROOT / "sweeps" / f"{dataset}.yaml", "--data-dir", str(data_dir)
+            )
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            client, runs = child_runs(Path(tmp))
+            refit = next((r for r in runs if r.data.tags.get("kind") == "refit"), None)
+        busy = cpu / (wall * (os.cpu_count() or 1))
+        found = (
+            f"refit {refit.info.run_name}: {refit.data.metrics['epochs']:.0f} epochs, test "
+            f"{refit.data.metrics['test_accuracy']:.4f}"
+            + (
+                f" (TTA {refit.data.metrics['test_accuracy_tta']:.4f})"
+                if "test_accuracy_tta" in refit.data.metrics
+                else ""
+            )
+            if refit
+            else "no refit"
+        )
+        rows.append(
+            (
+                f"default {dataset} sweep, wall time / its budget.minutes ({minutes:g})",
+                f"{wall / 60 / minutes:.3f}",
+                f"{wall / 60:.1f} min; CPU {busy:.0%} busy over the run; {found}",
+            )
+        )
+
+
+# --- 8. ablation of the ResNet recipe's additions (issue 20) ---------------------------------
+ABLATION = {
+    "recipe (ResNet-9 shape, width 32)": {},
+    "+ stage widths 64/128/128": {"widths": "64/128/128"},
+    "+ whitening stem": {"stem": "whiten"},
+    "+ identity init": {"identity_init": True},
+    "+ weight averaging (EMA 0.98)": {"ema_momentum": 0.98},
+    "+ BatchNorm without scale": {"bn_scale": False},
+    "+ alternating flip": {"flip": "alternating"},
+    "+ GELU": {"activation": "gelu"},
+}
+ABLATION["all of them"] = {k: v for arm in ABLATION.values() for k, v in arm.items()}
+# speed only (its accuracy has 10% more training images): does validation slow the epochs?
+ABLATION["recipe without validation (as a refit)"] = {"validation": False}
+
+
+def ablation(data_dir, rows, limit=4000, epochs=3, test=2000, seeds=(0,)):
+    """The ResNet recipe, then each addition alone and all together, trained by sweeper's
+    `train` for the same epochs on the same images and seed (arms interleaved, one process
+    each): test accuracy (plain, flip TTA, flip+translate TTA) and seconds an epoch (the
+    median of the epochs after the first, which also traces), against the recipe's."""
+    results = {name: [] for name in ABLATION}
+    for seed in seeds:
+        for name, params in ABLATION.items():
+            out = subprocess.run(
+                [
+                    PYTHON,
+                    str(ROOT / "bench" / "ablation_arm.py"),
+                    str(data_dir),
+                    str(limit),
+                    str(epochs),
+                    str(test),
+                    str(seed),
+                    json.dumps(params),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            results[name].append(json.loads(out.strip().splitlines()[-1]))
+            print(f"  {name} (seed {seed}): {results[name][-1]}", file=sys.stderr, flush=True)
+
+    def mean(name, key):
+        return sum(r[key] for r in results[name]) / len(results[name])
+
+    def epoch_seconds(name):
+        later = [
+            sorted(r["epoch_seconds"][1:])[len(r["epoch_seconds"][1:]) // 2] for r in results[name]
+        ]
+        return sum(later) / len(later)
+
+    def first_epoch(name):
+        return sum(r["epoch_seconds"][0] for r in results[name]) / len(results[name])
+
+    recipe = next(iter(ABLATION))
+    for name in ABLATION:
+        rows.append(
+            (
+                f"ablation: {name}, s/epoch vs the recipe",
+                f"{epoch_seconds(name) / epoch_seconds(recipe):.2f}",
+                f"test {mean(name, 'test_accuracy'):.4f} ({mean(name, 'test_accuracy') - mean(recipe, 'test_accuracy'):+.4f}), "
+                f"flip TTA {mean(name, 'tta_flip'):.4f}, flip+translate TTA "
+                f"{mean(name, 'tta_flip_translate'):.4f}; {epoch_seconds(name):.0f} s/epoch; "
+                f"first epoch {first_epoch(name):.0f} s; CPU {mean(name, 'cpu_busy'):.0%} busy; "
+                f"{epochs} epochs on {limit * 0.9:.0f} images, {test} test images, "
+                f"seeds {','.join(map(str, seeds))}",
+            )
+        )
+
+
 SECTIONS = {
     "overhead": overhead,
     "startup": startup,
@@ -497,6 +610,8 @@ SECTIONS = {
     "tta": time_to_accuracy,
     "workers": workers,
     "documented": to_documented,
+    "ablation": ablation,
+    "minutes": in_minutes,
 }
 
 

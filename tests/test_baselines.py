@@ -95,3 +95,12 @@ def test_unknown_baseline_and_parameter_are_refused(workdir):
     assert result.exit_code == 2 and "Known: mlp-mnist, cnn-mnist" in result.output
     result = CliRunner().invoke(main, ["baseline", "cnn-mnist", "--set", "filtres=3"])
     assert result.exit_code == 2 and "Unknown parameter(s) for family cnn: filtres" in result.output
+
+
+def test_a_flipping_recipe_is_refused_on_digits(workdir):
+    result = CliRunner().invoke(main, ["baseline", "resnet-cifar10", "--dataset", "mnist"])
+    assert result.exit_code == 2
+    assert (
+        "resnet-cifar10 on mnist: flip=horizontal and tta=flip mirror the images, and a "
+        "mirrored image of mnist is no longer of its class; add --set flip=none --set tta=none"
+    ) in result.output

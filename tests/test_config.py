@@ -165,6 +165,11 @@ def test_a_valid_file_loads_into_a_spec(tmp_path):
             {"families": {"cnn": {"flip": {"choice": ["none", "horizontal"]}}}},
             "families.cnn.flip: expected none on mnist",
         ),
+        (  # cnn_bn flips by default: refused on digits unless the file turns it off
+            {"families": {"cnn_bn": {}}},
+            "families.cnn_bn.flip: expected none on mnist (mirrored images are no longer of "
+            "their class). Received: 'horizontal (its default)'",
+        ),
         ({"refit": {"epochs": 0}}, "refit.epochs: expected a positive number"),
         (
             {"families": {"cnn": {"batch_size": {"int": [16, 1073741824]}}}},

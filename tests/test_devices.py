@@ -16,3 +16,12 @@ def test_auto_precision_reads_this_cpus_flags():
     flags = devices._cpu_flags()
     expected = "mixed_bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
     assert devices.precision("auto") == expected
+
+
+def test_available_memory_counts_the_page_cache_linux_gives_back(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(
+        "MemTotal:       24000000 kB\nMemFree:         1000000 kB\n"
+        "MemAvailable:   20000000 kB\nCached:         18000000 kB\n"
+    )
+    assert devices.available_memory(str(meminfo)) == 20000000 * 1024

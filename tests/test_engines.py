@@ -9,8 +9,9 @@ import math
 
 import pytest
 
-from sweeper import config, engines, space
+from sweeper import config, engines, policy, space
 from sweeper.engines import base
+from sweeper.errors import SweeperError
 from sweeper.policy import Policy
 
 SPACE = {
@@ -39,7 +40,7 @@ class StubSweep:
         if value == -2:
             if report:
                 report(1, 0.1)
-            return base.Outcome(0.1, pruned=True)
+            return base.Outcome(0.99, pruned=True)  # scores best: it must not be the best
         return base.Outcome(value, pruned=False)
 
     def stop_reason(self, trials, *, holding=False):
@@ -114,8 +115,8 @@ def test_a_pruned_trial_counts_as_finished(in_tmp, engine):
     found, sweep = run(spec, lambda n: -2 if n == 0 else 0.5)
     states = {t.number: t.state for t in found.trials()}
     assert len(sweep.ran) == 3 and all(s in base.FINISHED for s in states.values())
-    if engine == "optuna":  # Optuna keeps the state; Keras Tuner has no pruned state
-        assert states[0] == base.PRUNED
+    assert states[0] == base.PRUNED  # Keras Tuner: its STOPPED state
+    assert policy.best(found.trials(), "maximize").number != 0
 
 
 @pytest.mark.parametrize("engine", ALL)
@@ -167,3 +168,12 @@ def test_optuna_importances_read_any_storage_url(tmp_path, monkeypatch):
     assert all(abs(sum(v.values()) - 1) < 1e-6 for v in found.values())
     assert Engine.importances("no-such-study", storage) == {}
     assert not (tmp_path / "mlruns").exists()  # the default store was not touched
+
+
+def test_keras_tuner_keeps_its_project_in_the_storage_folder_given(in_tmp):
+    spec = make_spec(in_tmp, "keras-tuner", "placed", trials=2)
+    run(spec, lambda n: 0.5, storage=str(in_tmp / "elsewhere"))
+    assert (in_tmp / "elsewhere" / "placed").is_dir()
+    assert not (in_tmp / "mlruns" / "keras-tuner").exists()
+    with pytest.raises(SweeperError, match="keras-tuner keeps its projects in a folder"):
+        engines.get("keras-tuner")(spec, "postgresql://db/studies")

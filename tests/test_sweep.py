@@ -271,6 +271,14 @@ def test_refit_retrains_the_best_trial_on_all_training_data_and_is_exported(work
     assert refit.data.params["train_size"] == "200"  # all of the tiny mnist, not the limit
     assert refit.data.metrics["epochs"] == 2
     assert parent.data.metrics["refit_test_accuracy"] == refit.data.metrics["test_accuracy"]
+    # the answer where the UI shows it first: the parent's description and name
+    note = parent.data.tags["mlflow.note.content"]
+    assert f"`{refit.info.run_name} ({refit.info.run_id})`" in note
+    assert f"**Winner**: `{best.info.run_name} ({best.info.run_id})`, val_accuracy" in note
+    assert "(one standard error, 12 validation images)" in note
+    assert "**Recipe trial**: `cnn #0`" in note and "**Documented baseline**: 98.50%" in note
+    accuracy = refit.data.metrics["test_accuracy"]
+    assert parent.info.run_name == f"sweep refit: {accuracy:.2%} ({refit.info.run_name})"
     best_out = CliRunner().invoke(main, ["best", "--sweep", "refit", "--export", "r.keras"])
     assert best_out.exit_code == 0, best_out.output
     assert f"refit     {refit.info.run_id}" in best_out.output
@@ -497,3 +505,13 @@ def test_minutes_budget_refits_for_the_epochs_that_fit_what_is_left(workdir, mon
     assert made.epochs >= 1 and made.seconds <= 8
     assert refit.data.metrics["epochs"] == made.epochs
     assert f"so {made.epochs} epochs on 200" in result.output
+
+
+def test_limit_on_the_command_line_limits_the_refit_too(workdir):
+    path = sweep_file(workdir, "smoke", budget={"trials": 1, "max_epochs": 1}, refit={"epochs": 1})
+    result = CliRunner().invoke(main, ["sweep", str(path), "--limit", "60"])
+    assert result.exit_code == 0, result.output
+    assert "then refit the winner on the first 60 images (--limit) for 1 epochs" in result.output
+    children = children_of(parent_of("smoke").info.run_id)
+    [refit] = [c for c in children if c.data.tags["kind"] == "refit"]
+    assert refit.data.params["train_size"] == "60"  # 54 training + 6 validation images

@@ -102,3 +102,16 @@ def test_a_study_named_with_a_quote_is_swept_and_read_back(workdir):
     again = CliRunner().invoke(main, ["sweep", str(path), "--trials", "2"])
     assert again.exit_code == 0, again.output
     assert len(tracking.children(parent.info.run_id)) == 2  # resumed under the same parent
+
+
+def test_experiments_are_tagged_for_model_training_so_the_ui_opens_on_runs(workdir):
+    tracking.configure()
+    created = tracking.experiment_id("test-kind-new")
+    assert mlflow.get_experiment(created).tags["mlflow.experimentKind"] == (
+        "custom_model_development"
+    )
+    older = mlflow.create_experiment("test-kind-older")  # as sweeper made them before
+    assert tracking.experiment_id("test-kind-older") == older
+    assert mlflow.get_experiment(older).tags["mlflow.experimentKind"] == (
+        "custom_model_development"
+    )

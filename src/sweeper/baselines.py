@@ -264,6 +264,13 @@ def run(
             f"Baseline {baseline.name} runs on an image folder: pass "
             "--dataset folder:PATH (or csv:PATH.csv)"
         )
+    mirrors = [f"{k}={params[k]}" for k in ("flip", "tta") if params[k] != "none"]
+    if mirrors and not data.mirror_safe(name):
+        raise SweeperError(
+            f"{baseline.name} on {name}: {' and '.join(mirrors)} mirror the images, and a "
+            f"mirrored image of {name} is no longer of its class; add "
+            + " ".join(f"--set {m.split('=')[0]}=none" for m in mirrors)
+        )
     ds = data.load(name, data_dir=data_dir, limit=limit, seed=seed, **baseline.data_options)
     tracking.configure(tracking_uri)
     epochs = epochs or baseline.epochs

@@ -271,7 +271,8 @@ def baseline(
     "--storage",
     envvar="SWEEPER_STORAGE",
     help="Optuna storage: a .journal file or an RDB URL (default mlruns/optuna.journal, "
-    "which the workers of one machine share); postgresql://... for many machines.",
+    "which the workers of one machine share); postgresql://... for many machines. "
+    "Keras Tuner: the folder of its projects (default mlruns/keras-tuner).",
 )
 @click.option("--study", help="Study name (default: the file's `study`, else its name).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Max epochs per trial.")
@@ -342,6 +343,7 @@ def sweep(
         refit_epochs=refit_epochs,
         target=target,
         limit=limit,
+        refit_limit=limit,  # a smoke run's limit holds for the refit too
         workers=workers,
     )
     if expected := config.target_problem(spec.metric, spec.target):
@@ -395,14 +397,15 @@ def _describe(spec: Any) -> None:
 
 
 def _refit_plan(spec: Any) -> str:
+    images = f" on the first {spec.refit_limit} images (--limit)" if spec.refit_limit else ""
     if spec.refit_from_minutes:
         return (
             f"{spec.minutes:g} min in all: search {spec.search_minutes:.3g} min, then refit "
-            f"the winner for the epochs that fit the other {spec.minutes - spec.search_minutes:.3g}"
-            " min (from its measured speed)"
+            f"the winner{images} for the epochs that fit the other "
+            f"{spec.minutes - spec.search_minutes:.3g} min (from its measured speed)"
         )
     if spec.refit_epochs:
-        return f"then refit the winner for {spec.refit_epochs} epochs"
+        return f"then refit the winner{images} for {spec.refit_epochs} epochs"
     return "no refit"
 
 

@@ -65,6 +65,7 @@ class SweepSpec:
     val_fraction: float = 0.1
     image_size: tuple[int, int] = data.DEFAULT_IMAGE_SIZE
     limit: int | None = None
+    refit_limit: int | None = None  # --limit, a smoke run's: the refit's images too
     image_dir: str | None = None  # where a csv: dataset's relative paths resolve
     refit_epochs: int | None = None  # retrain the best trial on train + validation
     workers: int | str = 1  # trial processes on this machine, or "auto" (`devices.plan`)
@@ -280,14 +281,21 @@ def _build(raw, path, problems) -> SweepSpec | None:
 
 
 def _no_mirrors(search: space.SearchSpace, dataset: str, problem) -> None:
-    """Flips teach digits what they are not: a mirrored 2 is no digit at all."""
+    """Flips teach digits what they are not: a mirrored 2 is no digit at all. A family whose
+    default flips (cnn_bn) is refused too, unless the file turns it off."""
     for family, params in search.items():
+        defaults = schema.defaults(family)
         for name in ("flip", "tta"):
-            if name in params and any(v != "none" for v in space.extremes(params[name])):
+            if name in params:
+                mirrors = any(v != "none" for v in space.extremes(params[name]))
+                received: object = params[name]
+            else:
+                mirrors, received = defaults[name] != "none", f"{defaults[name]} (its default)"
+            if mirrors:
                 problem(
                     f"families.{family}.{name}",
                     f"none on {dataset} (mirrored images are no longer of their class)",
-                    params[name],
+                    received,
                 )
 
 

@@ -45,7 +45,16 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def available_memory() -> int:
+def available_memory(meminfo: str = "/proc/meminfo") -> int:
+    """Memory that new processes can have: Linux's MemAvailable, which counts the page cache
+    the kernel gives back (free pages alone leave out a machine's file cache)."""
+    try:
+        with open(meminfo) as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):  # not on this platform: do not let memory decide

@@ -239,11 +239,12 @@ class SweepRun:
         if self.ends_at is None or not self.spec.refit_from_minutes:
             return
         search_ends = self.policy.deadline or policy.now()
+        refit_images = self.spec.refit_limit or self.dataset.refit_images
         plan = policy.refit_plan(
             self.ends_at - search_ends,
             [result.train_seconds / max(1, result.epochs)] * max(1, result.epochs),
             trial_images=len(self.dataset.y_train),
-            refit_images=self.dataset.refit_images,
+            refit_images=refit_images,
             test_images=len(self.dataset.y_test),
         )
         log.info(
@@ -251,7 +252,7 @@ class SweepRun:
             "as %s trained)",
             plan.epochs,
             plan.seconds_per_epoch,
-            self.dataset.refit_images,
+            refit_images,
             label,
         )
 
@@ -380,10 +381,10 @@ def finish(sweep: SweepRun, data_dir: str | None) -> None:
     the best trials keep their models."""
     spec = sweep.spec
     tracking.flush()  # the search's runs, which the refit reads
-    if spec.refit_epochs or spec.refit_from_minutes:  # no `data.limit` here
+    if spec.refit_epochs or spec.refit_from_minutes:  # no `data.limit`; --limit holds
         refit(
             spec,
-            _load(spec, data_dir, None),
+            _load(spec, data_dir, spec.refit_limit),
             sweep.experiment,
             sweep.parent,
             sweep.engine.trials(),

@@ -221,6 +221,7 @@ def _inputs(p, x, y, epochs, seed) -> dict:
     return {
         "x": alternating_flips(x, y, p["batch_size"], epochs, seed),
         "steps_per_epoch": math.ceil(len(y) / p["batch_size"]),
+        "shuffle": False,  # it shuffles itself
     }
 
 

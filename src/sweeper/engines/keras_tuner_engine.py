@@ -19,6 +19,7 @@ from keras_tuner.engine.trial import TrialStatus
 from sweeper import space
 from sweeper.config import SweepSpec
 from sweeper.engines import base
+from sweeper.errors import SweeperError
 from sweeper.policy import MAX_FAILURES_IN_A_ROW
 
 PROJECTS = Path("mlruns") / "keras-tuner"
@@ -41,16 +42,16 @@ log = logging.getLogger(__name__)
 class Engine(base.Engine):
     def __init__(self, spec: SweepSpec, storage: str | None = None):
         super().__init__(spec, storage)
-        if storage:
-            log.warning(
-                "--storage is for the optuna engine; keras-tuner keeps its state in %s",
-                PROJECTS / spec.study,
+        if storage and "://" in storage:
+            raise SweeperError(
+                f"--storage: keras-tuner keeps its projects in a folder, not at {storage} "
+                "(a database URL is for --engine optuna)"
             )
         self.oracle = _oracle(spec)
         self.tuner = _Tuner(
             self.oracle,
             hypermodel=_SpaceModel(spec.families),
-            directory=str(PROJECTS),
+            directory=storage or str(PROJECTS),  # --storage DIR: the projects' folder
             project_name=spec.study,
             overwrite=False,
         )
@@ -63,6 +64,7 @@ class Engine(base.Engine):
 
     def search(self, sweep: base.Sweep) -> None:
         self.oracle.sweep = self.tuner.sweep = sweep
+        self.tuner.diverged = set()
         self.oracle.first_points = [
             {"family": family, **{space.qualified(family, k): v for k, v in point.items()}}
             for family, point in sweep.first_points
@@ -108,6 +110,7 @@ class _SpaceModel(kt.HyperModel):
 
 class _Tuner(BaseTuner):
     sweep: base.Sweep
+    diverged: set[str]  # trials that stopped on a NaN loss: STOPPED, never the best
 
     def run_trial(self, trial: kt.engine.trial.Trial, *args, **kwargs) -> dict[str, float]:
         spec = self.oracle.spec
@@ -124,7 +127,16 @@ class _Tuner(BaseTuner):
             )
         except Exception as error:  # recorded as FAILED; the search goes on
             raise kt.errors.FailedTrialError(f"{type(error).__name__}: {error}") from error
+        if outcome.pruned:
+            self.diverged.add(trial.trial_id)
         return {spec.metric: outcome.value}
+
+    def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
+        """A pruned (diverged) trial ends STOPPED, as Optuna's ends PRUNED: finished, but no
+        score to rank."""
+        if trial.trial_id in self.diverged:
+            trial.status = TrialStatus.STOPPED
+        super().on_trial_end(trial)
 
     def save_model(self, trial_id, model, step=0):
         """Models are logged to MLflow by the sweep; nothing to keep here."""

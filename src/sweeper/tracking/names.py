@@ -19,6 +19,10 @@ ERROR = "error"
 MODEL_DROPPED = "model_dropped"  # why its model was deleted (a sweep's keep_models)
 STOPPED_BY = "stopped_by"  # why a trial stopped before its epochs: "timeout" or "target"
 PARENT = "mlflow.parentRunId"  # MLflow's own tag for nested runs
+DESCRIPTION = "mlflow.note.content"  # a run's description, shown on its page
+# MLflow 3's UI opens an experiment on its GenAI traces unless this tag says model training.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 # Tags on the sweep's parent run.
 BEST_RUN = "best_run"
 TARGET_REACHED_BY = "target_reached_by"

@@ -6,6 +6,8 @@ server. `MLFLOW_TRACKING_URI` or `--tracking-uri` points elsewhere (an MLflow se
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -17,6 +19,8 @@ from mlflow.tracking import MlflowClient
 
 from sweeper.tracking import names
 from sweeper.tracking.query import where
+
+log = logging.getLogger(__name__)
 
 STORE_DIR = Path("mlruns")
 TrackingError = mlflow.exceptions.MlflowException  # what a failed write to the store raises
@@ -39,13 +43,21 @@ def experiment_id(name: str) -> str:
     """The experiment for a dataset, created on first use (artifacts beside a local store)."""
     found = mlflow.get_experiment_by_name(name)
     if found:
+        if names.EXPERIMENT_KIND not in found.tags:  # made before sweeper tagged its kind
+            MlflowClient().set_experiment_tag(
+                found.experiment_id, names.EXPERIMENT_KIND, names.MODEL_TRAINING
+            )
         return found.experiment_id
     location = None
     uri = mlflow.get_tracking_uri()
     if uri.startswith("sqlite:///"):  # artifacts live beside the database file
         location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
     try:
-        return mlflow.create_experiment(name, artifact_location=location)
+        return mlflow.create_experiment(
+            name,
+            artifact_location=location,
+            tags={names.EXPERIMENT_KIND: names.MODEL_TRAINING},  # the UI opens on the runs
+        )
     except mlflow.exceptions.MlflowException:  # another worker created it first
         return mlflow.get_experiment_by_name(name).experiment_id
 
@@ -188,8 +200,67 @@ class ParentRun:
         self.client.set_tag(self.run_id, names.REFIT_RUN, run_label)
 
     def end(self, status: str) -> None:
-        """`status`: MLflow's FINISHED, FAILED or KILLED."""
+        """`status`: MLflow's FINISHED, FAILED or KILLED. The sweep's answer is written first
+        where the UI shows it: the run's description and its name."""
+        try:
+            self.summarize()
+        except Exception as error:  # a summary must not keep the run from ending
+            log.warning("could not write the sweep's summary: %s", error)
         self.client.set_terminated(self.run_id, status)
+
+    def summarize(self) -> None:
+        """The run's description (`mlflow.note.content`): the result, the winner with one
+        standard error of its validation accuracy, the recipe trial and the documented
+        baseline; its name: `sweep STUDY: 91.15% (resnet #3 refit)`."""
+        run = self.client.get_run(self.run_id)
+        metrics, tags = run.data.metrics, run.data.tags
+        metric = run.data.params.get("objective", "maximize val_accuracy").split()[-1]
+        study = tags.get(names.STUDY, "")
+        lines = []
+        result = None
+        if refit := tags.get(names.REFIT_RUN):
+            result, label = metrics.get(names.REFIT_TEST_ACCURACY), refit
+            tta = metrics.get(f"refit_{names.TEST_ACCURACY_TTA}")
+            lines.append(
+                f"**Result**: {result:.2%} test accuracy"
+                + (f" ({tta:.2%} with test-time augmentation)" if tta is not None else "")
+                + f", `{refit}`: the winner refitted on all training data."
+            )
+        if best := tags.get(names.BEST_RUN):
+            value = metrics.get(names.best(metric))
+            winner = self.client.get_run(best.rsplit("(", 1)[-1].rstrip(")"))
+            n_val = int(winner.data.params.get("val_size", 0) or 0)
+            error = (
+                f" ± {math.sqrt(value * (1 - value) / n_val):.4f} (one standard error, "
+                f"{n_val:,} validation images)"
+                if value is not None and n_val and metric.endswith("accuracy")
+                else ""
+            )
+            lines.append(f"**Winner**: `{best}`, {metric} {value:.4f}{error}.")
+            if result is None:
+                result, label = metrics.get(names.BEST_TEST_ACCURACY), best
+                lines.append(f"**Result**: {result:.2%} test accuracy (the winner, no refit).")
+        recipes = self.client.search_runs(
+            [run.info.experiment_id],
+            where({names.PARENT: self.run_id, names.BASELINE: "yes"}),
+        )
+        for recipe in recipes:
+            value = recipe.data.metrics.get(names.best(metric))
+            lines.append(
+                f"**Recipe trial**: `{recipe.info.run_name}`"
+                + (f", {metric} {value:.4f}" if value is not None else "")
+                + " (each family's documented recipe runs first)."
+            )
+        if (documented := metrics.get(names.BASELINE_DOCUMENTED_ACCURACY)) is not None:
+            lines.append(
+                f"**Documented baseline**: {documented:.2%} ({tags.get(names.BASELINE, '')})."
+            )
+        if not lines:
+            return
+        self.client.set_tag(self.run_id, names.DESCRIPTION, "\n\n".join(lines))
+        if result is not None:
+            name = f"sweep {study}: {result:.2%} ({label.split(' (')[0]})"
+            self.client.update_run(self.run_id, name=name)
 
 
 def _oldest(runs: list[Run]) -> Run | None:

@@ -92,3 +92,34 @@ def test_epoch_printer_shows_live_batches_on_a_terminal():
     printer.on_epoch_end(0, {"loss": 0.25})
     assert "\r  mlp #1 epoch 1/2 batch 1/5 loss=0.5000" in stream.getvalue()
     assert stream.getvalue().endswith("\x1b[K\n")
+
+
+def test_the_next_trial_resets_keras_only_after_the_last_model_is_saved(
+    workdir, data_dir, monkeypatch
+):
+    """A model is saved on the writer thread while the next trial trains; that trial's
+    `clear_session` (which resets Keras' global state) waits for the save to be over."""
+    import time
+
+    from sweeper.tracking import trial
+
+    events = []
+    save = trial.log_model
+
+    def slow_save(*args, **kwargs):
+        time.sleep(1.0)  # a large model on a slow disk
+        save(*args, **kwargs)
+        events.append("model saved")
+
+    clear = keras.backend.clear_session
+
+    def clear_session(*args, **kwargs):
+        events.append("clear_session")
+        clear(*args, **kwargs)
+
+    monkeypatch.setattr(trial, "log_model", slow_save)
+    monkeypatch.setattr(keras.backend, "clear_session", clear_session)
+    for _ in range(2):
+        mlp_trial(data_dir, 1, background=True)
+    tracking.flush()
+    assert events == ["clear_session", "model saved", "clear_session", "model saved"]

@@ -267,6 +267,12 @@ def test_refit_retrains_the_best_trial_on_all_training_data_and_is_exported(work
     [refit] = [c for c in children if c.data.tags["kind"] == "refit"]
     best = max(trials, key=lambda r: r.data.metrics["best_val_accuracy"])
     assert refit.data.tags["refit_of"] == best.info.run_id
+    # its score is its saved model's: early stopping watched the objective, and the logged
+    # validation accuracy is the one of the epoch the model is from
+    assert best.data.params["early_stopping_monitor"] == "val_accuracy"
+    epoch = int(best.data.metrics["model_epoch"])
+    curve = MlflowClient().get_metric_history(best.info.run_id, "val_accuracy")
+    assert best.data.metrics["best_val_accuracy"] == next(m.value for m in curve if m.step == epoch)
     assert refit.data.params["val_size"] == "0"
     assert refit.data.params["train_size"] == "200"  # all of the tiny mnist, not the limit
     assert refit.data.metrics["epochs"] == 2

@@ -182,3 +182,25 @@ def test_tta_logs_its_accuracy_beside_the_plain_one(data_dir):
     cifar = data.load("cifar10", data_dir=data_dir)
     result = train.train("mlp", {"units": 8, "tta": "flip+translate"}, cifar, epochs=1, seed=0)
     assert set(result.test) >= {"test_accuracy", "test_accuracy_tta"}
+
+
+def test_the_score_is_the_saved_models_epoch_where_early_stopping_restores(mnist):
+    params = {
+        "units": 8,
+        "learning_rate": 0.05,  # large enough to wander, so the best epoch is not always last
+        "early_stopping_patience": 2,
+        "early_stopping_monitor": "val_accuracy",
+    }
+    result = train.train("mlp", params, mnist, epochs=6, seed=3)
+    history = result.history["val_accuracy"]
+    assert result.model_epoch == int(np.argmax(history)) + 1
+    assert result.score("val_accuracy") == max(history)
+    # the model holds that epoch's weights: it scores that epoch's validation accuracy
+    y_val = mnist.y_val
+    probs = result.model.predict(mnist.x_val, verbose=0)
+    assert float(np.mean(probs.argmax(1) == y_val)) == pytest.approx(
+        history[result.model_epoch - 1], abs=1e-6
+    )
+    # without early stopping the model is the last epoch's, and so is its score
+    last = train.train("mlp", {**params, "early_stopping_patience": 0}, mnist, epochs=3, seed=3)
+    assert last.model_epoch == 3 and last.score("val_accuracy") == last.history["val_accuracy"][2]

@@ -147,6 +147,7 @@ def tracked_trial(
     if log.isEnabledFor(logging.INFO):  # -q: no progress lines
         fine_tune = int(full.get("fine_tune_epochs") or 0)  # transfer's second phase
         callbacks.append(epoch_printer(run_name, epochs + fine_tune))
+    tracking.wait_for_models()  # the trial before's model, saved before Keras is reset
     try:
         result = train(
             family,

@@ -167,7 +167,9 @@ class SweepRun:
         try:
             result, run = runner.tracked_trial(
                 family,
-                {**_fixed(spec.families[family]), **params},
+                # early stopping watches the objective, so the epoch it restores is the one
+                # the trial's score comes from
+                {"early_stopping_monitor": spec.metric, **_fixed(searched), **params},
                 self.dataset,
                 experiment=lambda: self.experiment,
                 run_name=label,
@@ -199,7 +201,7 @@ class SweepRun:
             log.info("  %s failed: %s: %s", label, type(error).__name__, error)
             raise
         self.policy.record(failed=False)
-        value = result.best(spec.metric, spec.direction)
+        value = result.score(spec.metric)  # the saved model's, at its epoch
         self._record(number, label, run, value, result)
         return Outcome(value, result.pruned)
 

@@ -40,16 +40,19 @@ class TrialResult:
     images_per_second: float
     pruned: bool = False
     stopped_by: str | None = None  # why it stopped before its epochs: "timeout", "target"
+    model_epoch: int = 0  # the epoch (from 1) whose weights the model holds; 0: the last
 
     @property
     def epochs(self) -> int:
         return len(self.history.get("loss", []))
 
-    def best(self, metric: str, direction: str = "maximize") -> float:
-        values = [v for v in self.history.get(metric, []) if not math.isnan(v)]
-        if not values:
-            return float("nan")
-        return max(values) if direction == "maximize" else min(values)
+    def score(self, metric: str) -> float:
+        """`metric` at the epoch the model is from: the value that its saved weights earned
+        (early stopping restores the best epoch of what it watches; else the last)."""
+        values = self.history.get(metric, [])
+        epoch = self.model_epoch or len(values)
+        value = values[epoch - 1] if 0 < epoch <= len(values) else float("nan")
+        return value if math.isfinite(value) else float("nan")
 
 
 class StopWhen(keras.callbacks.Callback):
@@ -144,6 +147,15 @@ def train(
             model, module, p, dataset, y_train, y_val, fit_callbacks, history, verbose, seed
         )
     train_seconds = time.perf_counter() - start
+    restored = next(
+        (
+            c
+            for c in fit_callbacks
+            if isinstance(c, keras.callbacks.EarlyStopping) and c.best_weights is not None
+        ),
+        None,
+    )
+    model_epoch = restored.best_epoch + 1 if restored else len(history.get("loss", []))
     diverged = any(not math.isfinite(v) for v in history.get("loss", []))
     stopped_by = "diverged" if diverged else stopper.stopped_by if stopper else None
 
@@ -163,6 +175,7 @@ def train(
         images / max(train_seconds, 1e-9),
         pruned or diverged,
         stopped_by,
+        model_epoch,
     )
 
 

@@ -18,6 +18,7 @@ from sweeper.tracking.recorder import (
     flush,
     on_writer,
     submit,
+    wait_for_models,
     warn_on_error,
 )
 
@@ -104,5 +105,6 @@ __all__ = [
     "submit",
     "tracking_uri",
     "trial_of",
+    "wait_for_models",
     "warn_on_error",
 ]

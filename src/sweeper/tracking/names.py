@@ -35,7 +35,8 @@ RUN_STATUS = {COMPLETE: "FINISHED", PRUNED: "KILLED", FAILED: "FAILED"}
 
 # Metrics.
 TEST_ACCURACY = "test_accuracy"
-BEST_VAL_ACCURACY = "best_val_accuracy"
+BEST_VAL_ACCURACY = "best_val_accuracy"  # the saved model's validation accuracy
+MODEL_EPOCH = "model_epoch"  # the epoch whose weights the saved model holds
 BEST_TEST_ACCURACY = "best_test_accuracy"
 TEST_ACCURACY_TTA = "test_accuracy_tta"
 REFIT_TEST_ACCURACY = "refit_test_accuracy"

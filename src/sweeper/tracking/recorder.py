@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import keras
@@ -57,6 +57,15 @@ def flush() -> None:
             _PENDING.remove(future)
 
 
+def wait_for_models() -> None:
+    """Waits until the writer has saved every logged model so far. The next trial's
+    `clear_session` resets Keras' global state, which a model being saved still reads; its
+    plots and run bookkeeping may go on beside training."""
+    while _KERAS_WRITES:
+        keras_done, job = _KERAS_WRITES.pop(0)
+        wait([keras_done, job], return_when=FIRST_COMPLETED)  # the job may end without it
+
+
 def warn_on_error(job: Callable[[], None], what: str) -> Callable[[], None]:
     """A write nobody waits for (the trial is over and recorded): its failure (a full disk,
     a store gone) is one warning, and the sweep goes on."""
@@ -91,6 +100,7 @@ def _run_now(job: Callable[[], T]) -> Future[T]:
 
 
 _PENDING: list[Future] = []
+_KERAS_WRITES: list[tuple[Future, Future]] = []  # (its Keras writes are over, its whole job)
 _THREAD = threading.local()
 
 
@@ -168,18 +178,24 @@ class TrialRecorder:
         """Final metrics, model and plots (`result` is a `train.TrialResult`), then the end
         state (`self.state`, `self.tags`)."""
         saved = _saved_model(result.model, with_model, optimizer)
+        keras_done: Future[None] = Future()  # the writes that use Keras are over
 
         def write(run: TrialRun) -> None:
             trial = _trial_module()
             trial.log_final_metrics(run.run_id, result)
-            artifacts = functools.partial(trial.log_artifacts, run, saved, result, dataset)
-            if self.background:
-                warn_on_error(artifacts, f"{self._name(run)}: its artifacts were not all written")()
-            else:
-                artifacts()
+            model = functools.partial(trial.log_model, run, saved, result, dataset)
+            plots = functools.partial(trial.log_plots, run, result, dataset)
+            for part in (model, plots):
+                if self.background:
+                    warn_on_error(part, f"{self._name(run)}: its artifacts were not all written")()
+                else:
+                    part()
+                if part is model:
+                    keras_done.set_result(None)
             trial.end_run(self.state, self.tags)
 
-        self._write(write, "its end was not recorded")
+        job = self._write(write, "its end was not recorded")
+        _KERAS_WRITES.append((keras_done, job))
 
     def fail(self, error: BaseException) -> None:
         """Ends the run failed with `error` (its traceback kept, not for Ctrl-C). Best
@@ -195,7 +211,7 @@ class TrialRecorder:
 
     def _write(
         self, write: Callable[[TrialRun], None], what: str, *, always_warn: bool = False
-    ) -> None:
+    ) -> Future[None]:
         """`write(run)` once the run is open; `what` names a failure when it is warned."""
         opened = self._opening()
         warned = self.background or always_warn
@@ -210,6 +226,7 @@ class TrialRecorder:
         future = self._do(job)
         if not self.background and not warned:
             future.result()
+        return future
 
     def _do(self, job: Callable[[], T]) -> Future[T]:
         return submit(job) if self.background else _run_now(job)

@@ -75,7 +75,9 @@ def log_final_metrics(run_id: str, result: Any) -> None:
         names.TRAIN_SECONDS: result.train_seconds,
         names.IMAGES_PER_SECOND: result.images_per_second,
         names.EPOCHS: result.epochs,
-        names.BEST_VAL_ACCURACY: result.best("val_accuracy"),
+        # the saved model's: its epoch's (early stopping restores one), not the best seen
+        names.BEST_VAL_ACCURACY: result.score("val_accuracy"),
+        names.MODEL_EPOCH: result.model_epoch,
     }
     MlflowClient().log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items()])
 
@@ -122,9 +124,9 @@ def log_dataset(dataset: Dataset) -> None:
 _INPUTS: dict[int, tuple[Dataset, Any]] = {}
 
 
-def log_artifacts(run: TrialRun, model: keras.Model | None, result: Any, dataset: Dataset) -> None:
-    """The model (None: no model) with its signature, class names, summary and plots. The
-    run is this thread's active run (`open_run`): `log_model` links the model to it."""
+def log_model(run: TrialRun, model: keras.Model | None, result: Any, dataset: Dataset) -> None:
+    """The model (None: no model) with its signature, and its summary: the writes that use
+    Keras. The run is this thread's active run (`open_run`): `log_model` links the model."""
     run_id = run.run_id
     client = MlflowClient()
     if model is not None:
@@ -136,8 +138,14 @@ def log_artifacts(run: TrialRun, model: keras.Model | None, result: Any, dataset
             ),
             pip_requirements=model_requirements(),
         )
-    client.log_dict(run_id, {"class_names": list(dataset.class_names)}, names.CLASS_NAMES)
     client.log_text(run_id, _summary(result.model), "model_summary.txt")
+
+
+def log_plots(run: TrialRun, result: Any, dataset: Dataset) -> None:
+    """Class names, learning curves and the confusion matrix (no Keras)."""
+    run_id = run.run_id
+    client = MlflowClient()
+    client.log_dict(run_id, {"class_names": list(dataset.class_names)}, names.CLASS_NAMES)
     client.log_figure(run_id, plots.curves_figure(result.history), "curves.png")
     client.log_figure(
         run_id,

@@ -203,3 +203,21 @@ def test_an_unwritable_export_path_is_one_line(store, tmp_path):
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[-1].startswith(f"error: cannot write {target}: ")
     assert "Traceback" not in result.output
+
+
+def test_best_loads_no_tensorflow_unless_it_exports(store):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from sweeper.cli import main\n"
+        "result = CliRunner().invoke(main, ['best', '--dataset', 'mnist'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(' '.join(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == []

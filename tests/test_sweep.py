@@ -403,6 +403,26 @@ def test_a_full_disk_fails_its_trial_and_stops_the_sweep_at_once_in_one_line(
     assert child.data.tags["state"] == "failed" and child.info.status == "FAILED"
 
 
+def test_a_full_disk_while_the_writer_saves_a_model_stops_the_sweep(workdir, monkeypatch):
+    """Where the real writes happen: on the writer thread, beside the next trial."""
+    from sweeper.tracking import trial
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trial, "log_model", full_disk)
+    path = sweep_file(workdir, "full-writer", budget={"trials": 6, "max_epochs": 1})
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(
+        "error: sweep full-writer stopped: the disk is full (writing a trial's artifacts: "
+    )
+    assert last.endswith("free some space, then run the same command to resume")
+    # the trial that trained while the model was written may finish; no later one starts
+    assert len(children_of(parent_of("full-writer").info.run_id)) <= 2
+
+
 FIRST_TRIAL_SEES = """
 import sys
 from sweeper import cli, runner

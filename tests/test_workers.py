@@ -162,19 +162,21 @@ def test_a_worker_killed_with_minus_9_has_its_trial_failed_and_run_again(tmp_pat
 
 def test_sigterm_stops_every_worker_and_the_sweep_resumes(tmp_path, data_dir):
     slow = {"mlp": {**MLP_ONLY["mlp"], "units": {"int": [64, 256], "step": 64}}}
-    # Trials long enough that the signal, 2 s after both started, lands inside them.
+    # Trials long enough that the signal, 2 s after both runs opened, lands inside them (a
+    # run opens on the writer thread once its trial trains: on a slow machine, seconds after
+    # Optuna marks the trial running).
     sweep = start(tmp_path, data_dir, "--workers", "2", trials=6, epochs=400, families=slow)
     for _ in range(600):
         time.sleep(0.2)
         journal = tmp_path / "mlruns" / "optuna.journal"
+        if not journal.exists():
+            continue
         try:
-            if (
-                journal.exists()
-                and len(study_of(tmp_path).get_trials(states=(TrialState.RUNNING,))) == 2
-            ):
-                break
+            running = study_of(tmp_path).get_trials(states=(TrialState.RUNNING,))
         except KeyError:
             continue
+        if sum("mlflow_run_id" in t.user_attrs for t in running) == 2:
+            break
     time.sleep(2.0)
     sweep.send_signal(signal.SIGTERM)  # what a scheduler or `docker stop` sends
     code, out = finish(sweep, timeout=120)

@@ -463,7 +463,8 @@ def best(
     tracking_uri: str | None,
 ) -> None:
     """Print the best finished run (and export its model)."""
-    load_tensorflow()
+    if export_path:  # only the export loads a model
+        load_tensorflow()
     from sweeper import results, tracking
 
     tracking.configure(tracking_uri)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import gc
 import logging
 import math
@@ -21,7 +20,7 @@ from concurrent.futures import Future
 from sweeper import baselines, data, devices, engines, policy, runner, schema, space, tracking
 from sweeper.config import SweepSpec
 from sweeper.engines.base import COMPLETE, PRUNED, Engine, Outcome, PastTrial, Report
-from sweeper.errors import SweeperError
+from sweeper.errors import SweeperError, disk_full
 from sweeper.tracking import names
 
 log = logging.getLogger(__name__)
@@ -119,6 +118,13 @@ class SweepRun:
             self.parent.end(status)
 
     def stop_reason(self, trials: Sequence[PastTrial], *, holding: bool = False) -> str | None:
+        if (full := tracking.disk_full_on_writer()) and not self.policy.fatal:
+            self.policy.record(
+                failed=True,
+                error=f"the disk is full (writing a trial's artifacts: {full}); free some "
+                "space, then run the same command to resume",
+                fatal=True,
+            )
         return self.policy.stop_reason(trials, holding=holding)
 
     def seconds_left(self) -> float | None:
@@ -394,18 +400,6 @@ def finish(sweep: SweepRun, data_dir: str | None) -> None:
             trial_images=len(sweep.dataset.y_train),
         )
     keep_best_models(sweep)
-
-
-def disk_full(error: BaseException) -> bool:
-    """A full disk, as the OS or SQLite report it, anywhere in the error's chain."""
-    link: BaseException | None = error
-    while link is not None:
-        if (isinstance(link, OSError) and link.errno == errno.ENOSPC) or (
-            "database or disk is full" in str(link)
-        ):
-            return True
-        link = link.__cause__ or link.__context__
-    return False
 
 
 def keep_best_models(sweep: SweepRun) -> None:

@@ -2,8 +2,9 @@
 
 `names` holds every tag and metric name, `query` builds quoted search filters, `store` finds
 and writes runs (the sweep's parent among them), `trial` writes one trial's run, `recorder`
-hands a trial's writes to the writer thread. `store` and `trial` (and MLflow with them) are
-imported on first use, so a sweep starts training before MLflow is loaded.
+hands a trial's writes to the writer thread, `epochs` is the Keras callback that feeds it.
+`store` and `trial` (and MLflow with them) and `epochs` (and Keras) are imported on first
+use: a sweep starts training before MLflow is loaded, `sweeper ui` and `best` load no Keras.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from sweeper.tracking import names
 from sweeper.tracking.recorder import (
-    EpochLogger,
     TrialRecorder,
+    disk_full_on_writer,
     flush,
     on_writer,
     submit,
@@ -23,6 +24,7 @@ from sweeper.tracking.recorder import (
 )
 
 if TYPE_CHECKING:
+    from sweeper.tracking.epochs import EpochLogger
     from sweeper.tracking.store import (
         ParentRun,
         TrackingError,
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
+    "EpochLogger": "epochs",
     **dict.fromkeys(
         (
             "ParentRun",
@@ -88,6 +91,7 @@ __all__ = [
     "children",
     "configure",
     "default_uri",
+    "disk_full_on_writer",
     "drop_model",
     "end_lost_run",
     "experiment_id",

@@ -21,11 +21,12 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import keras
-
+from sweeper.errors import disk_full
 from sweeper.tracking import names
 
 if TYPE_CHECKING:
+    import keras
+
     from sweeper.data import Dataset
     from sweeper.tracking.trial import TrialRun
 
@@ -74,9 +75,19 @@ def warn_on_error(job: Callable[[], None], what: str) -> Callable[[], None]:
         try:
             job()
         except Exception as error:
+            if disk_full(error):  # every later write would meet it too: the sweep stops
+                _DISK_FULL.append(error)
             log.warning("%s: %s", what, error)
 
     return guarded
+
+
+def disk_full_on_writer() -> BaseException | None:
+    """The full-disk error a background write met since the last call, if any (taken: the
+    sweep that reads it stops on it)."""
+    found = _DISK_FULL[0] if _DISK_FULL else None
+    _DISK_FULL.clear()
+    return found
 
 
 @functools.cache
@@ -100,6 +111,7 @@ def _run_now(job: Callable[[], T]) -> Future[T]:
 
 
 _PENDING: list[Future] = []
+_DISK_FULL: list[BaseException] = []
 _KERAS_WRITES: list[tuple[Future, Future]] = []  # (its Keras writes are over, its whole job)
 _THREAD = threading.local()
 
@@ -238,32 +250,8 @@ class TrialRecorder:
 def _saved_model(model: keras.Model, with_model: bool, optimizer: bool) -> keras.Model | None:
     """What is logged: None for no model; without its optimizer's state (an uncompiled model
     over the same layers and weights) unless `optimizer`."""
+    import keras  # only a trial that trained calls this: `sweeper ui` and `best` stay light
+
     if not with_model:
         return None
     return model if optimizer else keras.Model(model.inputs, model.outputs, name=model.name)
-
-
-class EpochLogger(keras.callbacks.Callback):
-    """Hands each epoch's metrics, learning rate and duration to the recorder in one write
-    (not per batch). Opens the run when training begins, and stops training at an epoch's
-    end once the run is known not to have opened (a store that cannot be written)."""
-
-    def __init__(self, recorder: TrialRecorder):
-        super().__init__()
-        self.recorder = recorder
-        self._started = 0.0
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.recorder.start()
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        values = {k: float(v) for k, v in (logs or {}).items() if k != names.LEARNING_RATE}
-        values[names.LEARNING_RATE] = float(
-            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-        )
-        values[names.EPOCH_SECONDS] = time.perf_counter() - self._started
-        self.recorder.log_epoch(values, epoch + 1)
-        self.recorder.opened()  # raises why the run could not open

@@ -1,0 +1,37 @@
+"""The Keras callback that hands a trial's epochs to its recorder (imports Keras: loaded on
+first use, so `sweeper ui` and `sweeper best` never load TensorFlow)."""
+
+from __future__ import annotations
+
+import time
+
+import keras
+
+from sweeper.tracking import names
+from sweeper.tracking.recorder import TrialRecorder
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Hands each epoch's metrics, learning rate and duration to the recorder in one write
+    (not per batch). Opens the run when training begins, and stops training at an epoch's
+    end once the run is known not to have opened (a store that cannot be written)."""
+
+    def __init__(self, recorder: TrialRecorder):
+        super().__init__()
+        self.recorder = recorder
+        self._started = 0.0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.recorder.start()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        values = {k: float(v) for k, v in (logs or {}).items() if k != names.LEARNING_RATE}
+        values[names.LEARNING_RATE] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
+        values[names.EPOCH_SECONDS] = time.perf_counter() - self._started
+        self.recorder.log_epoch(values, epoch + 1)
+        self.recorder.opened()  # raises why the run could not open

@@ -75,5 +75,21 @@ def test_refit_plan_fits_whole_epochs_from_the_measured_speed():
         tta="flip+translate",
     )
     assert with_tta.epochs == 10
-    too_short = policy.refit_plan(60, [30.0], trial_images=1000, refit_images=5000, test_images=10)
-    assert too_short.epochs == 0
+    assert plan.images == 5000
+    too_short = policy.refit_plan(40, [30.0], trial_images=1000, refit_images=5000, test_images=10)
+    assert too_short.epochs == 0  # 0.03 s an image: ~660 images fit, fewer than the trial's
+
+
+def test_a_refit_that_cannot_fit_an_epoch_of_all_images_takes_one_of_what_fits():
+    # 0.01 s an image: an epoch of 60,000 is 600 s; 300 s are left, 43.3 s of them fixed
+    plan = policy.refit_plan(
+        300, [30.0, 10.0, 10.0], trial_images=1000, refit_images=60000, test_images=1000
+    )
+    fixed = 20 + 0.01 / 3 * 1000 + policy.REFIT_MARGIN_SECONDS
+    assert plan.epochs == 1 and plan.images == int((300 - fixed) / 0.01)
+    assert plan.seconds == pytest.approx(fixed + 0.01 * plan.images) and plan.seconds <= 300
+    # fewer images than the trial trained on: the trial's model stands, no refit
+    none = policy.refit_plan(
+        50, [30.0, 10.0, 10.0], trial_images=1000, refit_images=60000, test_images=1000
+    )
+    assert none.epochs == 0 and none.images == 0

@@ -129,8 +129,9 @@ def ranked(trials: Sequence[PastTrial], direction: str) -> list[PastTrial]:
 @dataclass(frozen=True)
 class RefitPlan:
     epochs: int
-    seconds_per_epoch: float  # on the refit's images
+    seconds_per_epoch: float  # on `images`
     seconds: float  # the whole refit, as planned
+    images: int  # of the refit's images: all, or the share one epoch has time for
 
 
 def refit_plan(
@@ -147,7 +148,9 @@ def refit_plan(
     also traced the graphs: that extra is paid once), scaled to `refit_images`; the test
     predictions (forward passes, about a third of a training step, once per TTA view) and
     a margin for loading, saving and logging come off first. Validation images inside the
-    trial's epochs make the estimate a little high, never low."""
+    trial's epochs make the estimate a little high, never low. Where not one epoch of all
+    the images fits, one epoch of as many as fit (a complete schedule on a seeded sample),
+    if that is more than the trial trained on; else no refit."""
     first = epoch_seconds[0]
     later = statistics.median(epoch_seconds[1:]) if len(epoch_seconds) > 1 else first
     per_image = later / trial_images
@@ -158,4 +161,9 @@ def refit_plan(
         + REFIT_MARGIN_SECONDS
     )
     epochs = max(0, int((seconds_left - fixed) // per_epoch))
-    return RefitPlan(epochs, per_epoch, fixed + epochs * per_epoch if epochs else 0.0)
+    if epochs:
+        return RefitPlan(epochs, per_epoch, fixed + epochs * per_epoch, refit_images)
+    images = int(max(0.0, seconds_left - fixed) / per_image)
+    if images <= trial_images:
+        return RefitPlan(0, per_epoch, 0.0, 0)
+    return RefitPlan(1, per_image * images, fixed + per_image * images, images)

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 
+import numpy as np
+
 from sweeper import baselines, data, devices, engines, policy, runner, schema, space, tracking
 from sweeper.config import SweepSpec
 from sweeper.engines.base import COMPLETE, PRUNED, Engine, Outcome, PastTrial, Report
@@ -499,19 +501,29 @@ def refit(
         )
         log.info(
             "refit: %.1f min left of %g; %s measured %.0f s an epoch on %d images, so %d "
-            "epochs on %d (%.1f min planned)",
+            "epochs on %d of %d (%.1f min planned)",
             seconds_left / 60,
             spec.minutes,
             trial.info.run_name,
-            plan.seconds_per_epoch * trial_images / len(merged.y_train),
+            plan.seconds_per_epoch * trial_images / max(1, plan.images),
             trial_images,
             plan.epochs,
+            plan.images,
             len(merged.y_train),
             plan.seconds / 60,
         )
         if not plan.epochs:
-            log.info("refit: no time left for one epoch; the search's winner stays the result")
+            log.info(
+                "refit: no time left for an epoch on more images than the trial's; the "
+                "search's winner stays the result"
+            )
             return None
+        if plan.images < len(merged.y_train):  # a seeded sample: every class in proportion
+            order = np.random.default_rng(spec.seed).permutation(len(merged.y_train))
+            chosen = np.sort(order[: plan.images])
+            merged = dataclasses.replace(
+                merged, x_train=merged.x_train[chosen], y_train=merged.y_train[chosen]
+            )
         epochs = plan.epochs
     log.info(
         "refit: %s (%s %.4f) on training + validation data, %d epochs",

@@ -151,7 +151,8 @@ TRAINING = _params(
         float,
         0.0,
         "weight averaging: the model keeps an exponential moving average of its weights "
-        "with this momentum (Keras' use_ema), evaluated and saved at the end; 0: off",
+        "with this momentum (Keras' use_ema), evaluated and saved at the end; 0: off (short "
+        "runs lose by it: README, ablation)",
         low=0.0,
         high=0.9999,
     ),

@@ -53,6 +53,7 @@ class SweepRun:
             deadline = started + spec.search_minutes * 60
         self.policy = policy.Policy(spec, deadline)
         self._refit_planned = False
+        tracking.disk_full_on_writer()  # an earlier sweep's in this process is not this one's
         self.first_points = policy.first_points(spec)
         # Families whose recipe trial ran already: a later trial that samples the same
         # values is a trial like any other, not the baseline. A study with no trial yet has

@@ -42,11 +42,11 @@ class SweepRun:
         engine: Engine,
         deadline: float | None = None,
         tracking_uri: str | None = None,
-        started: float | None = None,
+        *,
+        started: float,  # when `budget.minutes` began (policy.now() seconds)
     ):
         self.spec, self.dataset, self.engine = spec, dataset, engine
         self.tracking_uri = tracking_uri
-        started = policy.now() if started is None else started
         # `budget.minutes`: when the whole sweep, refit included, has to be done
         self.ends_at = started + spec.minutes * 60 if spec.minutes else None
         if deadline is None and spec.search_minutes:
@@ -324,7 +324,7 @@ def prepare(
 ) -> SweepRun:
     """Loads the data and opens (or finds) the engine's study; the parent run is opened on
     the writer thread when first needed (`SweepRun.parent`). `started`: when the sweep's
-    `budget.minutes` began (default now)."""
+    `budget.minutes` began (default now, before the data loads)."""
     started = policy.now() if started is None else started
     spec = dataclasses.replace(spec, precision=devices.precision(spec.precision))
     dataset = _load(spec, data_dir, spec.limit)
@@ -334,7 +334,7 @@ def prepare(
     # unfreezes them.
     gc.collect()
     gc.freeze()
-    return SweepRun(spec, dataset, engine, deadline, tracking_uri, started)
+    return SweepRun(spec, dataset, engine, deadline, tracking_uri, started=started)
 
 
 def run_sweep(

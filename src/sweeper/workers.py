@@ -49,16 +49,8 @@ def supervise(
             "--workers: SQLite is not safe for several processes; leave --storage out (a "
             "journal file under mlruns/) or give postgresql://..."
         )
-    started = time.time()
-    deadline = started + spec.search_minutes * 60 if spec.search_minutes else None
-    sweep = prepare(
-        spec,
-        storage=storage,
-        data_dir=data_dir,
-        tracking_uri=tracking_uri,
-        deadline=deadline,
-        started=started,
-    )
+    sweep = prepare(spec, storage=storage, data_dir=data_dir, tracking_uri=tracking_uri)
+    deadline = sweep.policy.deadline  # the search's, shared with every worker
     parent = sweep.parent.run_id  # opened now, before any worker looks for it
     with ending(sweep):
         codes = [0]

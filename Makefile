@@ -29,8 +29,9 @@ lint: install  ## ruff (lint and format check) and mypy on src/
 test: install  ## Run the test suite (offline, tiny data)
 	$(BIN)/pytest -q
 
-sweep: install  ## Run sweeps/$(DATASET).yaml; TRIALS, ENGINE, TIMEOUT=minutes (TIMEOUT=120 is 2 h), EPOCHS, TARGET, LIMIT, WORKERS pass through
-	$(BIN)/sweeper sweep sweeps/$(DATASET).yaml \
+sweep: install  ## Run sweeps/$(DATASET).yaml (DATASET=folder:PATH: your images); TRIALS, ENGINE, TIMEOUT=minutes (TIMEOUT=120 is 2 h), MINUTES, EPOCHS, TARGET, LIMIT, WORKERS pass through
+	$(BIN)/sweeper sweep $(if $(filter folder:% csv:%,$(DATASET)),$(DATASET),sweeps/$(DATASET).yaml) \
+		$(if $(MINUTES),--minutes $(MINUTES)) \
 		$(if $(TRIALS),--trials $(TRIALS)) $(if $(ENGINE),--engine $(ENGINE)) \
 		$(if $(TIMEOUT),--timeout $(TIMEOUT)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		$(if $(TARGET),--target $(TARGET)) $(if $(LIMIT),--limit $(LIMIT)) \

@@ -2,6 +2,7 @@
 
 python bench/run.py [--only overhead,startup,levers,tta,workers,documented,ablation,minutes]
     [--data-dir DIR]
+python bench/run.py --only search-gain --dataset D --arm sweep|recipe --seed S [--scale F]
 
 Prints a Markdown table and writes it to bench/results/DATE-HOST-SECTIONS-HHMM.md.
 """
@@ -21,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -603,6 +605,112 @@ def ablation(data_dir, rows, limit=4000, epochs=3, test=2000, seeds=(0,)):
         )
 
 
+# --- 9. what the search buys over the recipe alone (issue 21) --------------------------------
+
+GAIN_RESULTS = ROOT / "bench" / "results" / "search-gain"
+
+
+def search_gain(data_dir, rows, dataset="fashion_mnist", arm="sweep", seed=0, scale=1.0):
+    """One dataset, arm and seed per call, from a fresh store, appended to
+    bench/results/search-gain/results.md with each test image's hit (.npy) for the paired
+    interval. Arm "sweep": sweeps/D.yaml as written (its `budget.minutes` x `scale`). Arm
+    "recipe": the same file's first family's recipe alone for the same minutes: one
+    2-epoch trial on 2,000 images (the refit plan needs a measured speed), then all the
+    rest refit time. Then every dataset with both arms of a seed gets its rows: each arm's
+    mean, the difference, and a paired bootstrap interval over the test images."""
+    from sweeper import config, policy, space
+
+    spec = config.load(ROOT / "sweeps" / f"{dataset}.yaml")
+    body = yaml.safe_load(spec.text)
+    body["seed"] = seed
+    body["study"] = f"gain-{arm}-{seed}"
+    body["budget"]["minutes"] = round(spec.minutes * scale, 2)
+    if arm == "recipe":
+        family, point = policy.first_points(spec)[0]
+        fixed = {k: p.value for k, p in spec.families[family].items() if isinstance(p, space.Fixed)}
+        body["families"] = {family: {**fixed, **point}}
+        body["data"] = {**body.get("data", {}), "limit": 2000}
+        body["budget"] = {
+            "trials": 1,
+            "minutes": body["budget"]["minutes"],
+            "search_share": 0.05,
+            "max_epochs": 2,
+        }
+        body["warm_start"] = "none"
+    GAIN_RESULTS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{dataset}.yaml"
+        path.write_text(yaml.safe_dump(body))
+        wall = run_sweeper(Path(tmp), path, "--data-dir", str(data_dir))
+        client, runs = child_runs(Path(tmp))
+        refits = [r for r in runs if r.data.tags.get("kind") == "refit"]
+        final = (
+            refits[0] if refits else max(runs, key=lambda r: r.data.metrics["best_val_accuracy"])
+        )
+        hits = _test_hits(final, dataset, data_dir, Path(tmp))
+    np.save(GAIN_RESULTS / f"{dataset}-{arm}-{seed}.npy", hits)
+    line = (
+        f"| {dataset} | {arm} | {seed} | {body['budget']['minutes']:g} | {wall / 60:.1f} | "
+        f"{final.info.run_name} ({final.data.metrics.get('epochs', 0):.0f} epochs) | "
+        f"{hits.mean():.4f} |\n"
+    )
+    table = GAIN_RESULTS / "results.md"
+    if not table.exists():
+        table.write_text(
+            "| dataset | arm | seed | minutes | wall min | final model | test accuracy |\n"
+            "|---|---|---|---|---|---|---|\n"
+        )
+    with open(table, "a") as f:
+        f.write(line)
+    rows.append((f"search-gain: {dataset} {arm} seed {seed}", f"{hits.mean():.4f}", line.strip()))
+    rows.extend(gain_summary())
+
+
+def _test_hits(run, dataset, data_dir, folder):
+    """Whether the run's model classifies each test image right (no TTA)."""
+    import keras
+    import mlflow
+
+    from sweeper import data, results
+
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
+    model_path = results.export(run, folder / "final.keras")
+    model = keras.saving.load_model(model_path)
+    test = data.load(dataset, data_dir=data_dir)
+    return model.predict(test.x_test, batch_size=512, verbose=0).argmax(1) == test.y_test
+
+
+def gain_summary(resamples=2000):
+    """Per dataset, over the seeds that have both arms: each arm's mean test accuracy, the
+    difference (sweep - recipe) and its 95% paired bootstrap interval (the same resampled
+    test images for both arms of a seed, the seeds' differences averaged)."""
+    found = {}
+    for path in GAIN_RESULTS.glob("*.npy"):
+        dataset, arm, seed = path.stem.rsplit("-", 2)
+        found.setdefault(dataset, {}).setdefault(int(seed), {})[arm] = np.load(path)
+    rows = []
+    rng = np.random.default_rng(0)
+    for dataset, seeds in sorted(found.items()):
+        pairs = [(s["sweep"], s["recipe"]) for s in seeds.values() if len(s) == 2]
+        if not pairs:
+            continue
+        means = [np.mean([a.mean() for a, _ in pairs]), np.mean([b.mean() for _, b in pairs])]
+        draws = np.zeros(resamples)
+        for a, b in pairs:
+            picks = rng.integers(0, len(a), size=(resamples, len(a)))
+            draws += (a[picks].mean(1) - b[picks].mean(1)) / len(pairs)
+        low, high = np.percentile(draws, [2.5, 97.5])
+        rows.append(
+            (
+                f"search-gain: {dataset}, sweep - recipe alone ({len(pairs)} seeds)",
+                f"{means[0] - means[1]:+.4f}",
+                f"sweep {means[0]:.4f}, recipe alone {means[1]:.4f}; 95% paired bootstrap "
+                f"interval [{low:+.4f}, {high:+.4f}]",
+            )
+        )
+    return rows
+
+
 SECTIONS = {
     "overhead": overhead,
     "startup": startup,
@@ -612,6 +720,7 @@ SECTIONS = {
     "documented": to_documented,
     "ablation": ablation,
     "minutes": in_minutes,
+    "search-gain": search_gain,
 }
 
 
@@ -623,12 +732,21 @@ def main():
     parser.add_argument(
         "--data-dir", default=os.environ.get("SWEEPER_DATA_DIR", ROOT.parent / "shared" / "data")
     )
+    parser.add_argument("--dataset", default="fashion_mnist", help="search-gain's dataset")
+    parser.add_argument("--arm", choices=("sweep", "recipe"), default="sweep")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="search-gain: of the file's budget.minutes"
+    )
     args = parser.parse_args()
     rows = []
     started = time.perf_counter()
+    gain = {"dataset": args.dataset, "arm": args.arm, "seed": args.seed, "scale": args.scale}
     for name in args.only.split(","):
         print(f"running {name}...", file=sys.stderr, flush=True)
-        SECTIONS[name](Path(args.data_dir).resolve(), rows)
+        SECTIONS[name](
+            Path(args.data_dir).resolve(), rows, **(gain if name == "search-gain" else {})
+        )
     machine = f"{socket.gethostname()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
     table = "\n".join(
         [

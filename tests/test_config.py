@@ -235,3 +235,40 @@ def test_every_example_sweep_file_is_valid(path):
     spec = config.load(path)
     assert path.read_text().startswith("# sweeper sweep examples/")  # how to run it
     assert spec.dataset.startswith("folder:data/cifar_")  # what cifar_folders.py writes
+
+
+def test_objectives_beyond_the_first_weigh_what_a_model_costs(tmp_path):
+    def load(**fields):
+        path = tmp_path / "multi.yaml"
+        body = {"dataset": "mnist", "families": {"mlp": {"units": 8}}, **fields}
+        path.write_text(yaml.safe_dump(body))
+        return config.load(path)
+
+    two = [{"metric": "val_accuracy"}, {"metric": "latency_ms", "direction": "minimize"}]
+    spec = load(objectives=two, constraints={"params": 1e6})
+    assert spec.objectives == [("val_accuracy", "maximize"), ("latency_ms", "minimize")]
+    assert spec.constraints == {"params": 1e6}
+    refusals = {
+        "pruner: expected none with several objectives": {"objectives": two, "pruner": "median"},
+        "objectives: expected one objective with keras-tuner": {
+            "objectives": two,
+            "engine": "keras-tuner",
+        },
+        "objectives[0].metric: expected the first: one of val_accuracy, val_loss": {
+            "objectives": [{"metric": "latency_ms"}, {"metric": "val_accuracy"}]
+        },
+        "sampler: expected one of tpe, nsga2, random, gp with several": {
+            "objectives": two,
+            "sampler": "cmaes",
+        },
+        "constraints.flops: expected a bound on one of params, model_mb, latency_ms": {
+            "constraints": {"flops": 3}
+        },
+        "sampler: expected one of tpe, nsga2, gp with constraints": {
+            "constraints": {"params": 10},
+            "sampler": "random",
+        },
+    }
+    for message, fields in refusals.items():
+        with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            load(**fields)

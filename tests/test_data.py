@@ -9,7 +9,8 @@ from sweeper.errors import DataError
 def test_idx_files_load_with_a_seeded_validation_split(data_dir):
     ds = data.load("mnist", data_dir=data_dir, seed=3)
     assert ds.x_train.dtype == np.uint8 and ds.input_shape == (28, 28, 1)
-    assert ds.sizes == {"train_size": 180, "val_size": 20, "test_size": 60}
+    # the default split: 7,500 images, here capped at 20% of 200
+    assert ds.sizes == {"train_size": 160, "val_size": 40, "test_size": 60}
     assert ds.class_names == tuple("0123456789")
     again = data.load("mnist", data_dir=data_dir, seed=3)
     assert again is ds  # loaded once per process
@@ -23,10 +24,31 @@ def test_npz_loads_cifar10_layout(data_dir):
     assert len(ds.y_test) == 50 and ds.class_names[0] == "airplane"
 
 
-def test_limit_takes_the_first_training_images(data_dir):
+def test_limit_keeps_every_class_in_proportion_after_the_validation_split(data_dir):
     ds = data.load("fashion_mnist", data_dir=data_dir, limit=50)
-    assert len(ds.y_train) + len(ds.y_val) == 50
+    assert len(ds.y_train) == 50 and len(ds.y_val) == 40  # held out of all 200 first
+    assert np.bincount(ds.y_train).tolist() == [5] * 10
+    assert np.bincount(ds.y_val).tolist() == [4] * 10
     assert len(ds.y_test) == 60  # the test set stays whole
+    full = data.load("fashion_mnist", data_dir=data_dir)
+    assert np.array_equal(full.y_val, ds.y_val)  # a refit's validation images are the same
+
+
+def test_default_validation_split_is_sized_for_half_a_point_of_noise():
+    assert data.validation_size(60_000) == 7_500  # SE at 75%: sqrt(.75 * .25 / 7500) = 0.5%
+    assert data.validation_size(50_000) == 7_500
+    assert data.validation_size(200_000) == 20_000  # at least 10%
+    assert data.validation_size(1_500) == 300  # at most 20%
+    assert data.validation_size(1_500, 0.1) == 150
+
+
+def test_stratified_sample_keeps_rare_classes():
+    y = np.array([0] * 90 + [1] * 10)
+    kept = data.stratified(y, 20, np.random.default_rng(0))
+    assert np.bincount(y[kept]).tolist() == [18, 2]
+    assert len(set(kept)) == 20 and np.all(np.diff(kept) > 0)
+    other = data.stratified(y, 20, np.random.default_rng(1))
+    assert not np.array_equal(kept, other)  # seeded
 
 
 def test_env_var_names_the_data_dir(data_dir, monkeypatch):
@@ -195,3 +217,62 @@ def test_a_csv_kept_apart_from_its_images_reads_them_from_image_dir(image_folder
     assert ds.options["image_dir"] == str(image_folder.resolve())  # logged: a rerun finds them
     with pytest.raises(DataError, match="for csv: datasets only"):
         data.load("mnist", image_dir=image_folder)
+
+
+def _save(image, path, **options):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **options)
+    return path
+
+
+def test_photos_are_turned_by_their_exif_orientation(tmp_path):
+    from PIL import Image
+
+    photo = Image.new("RGB", (20, 10), (255, 0, 0))
+    photo.paste((0, 0, 255), (10, 0, 20, 10))  # left red, right blue, as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    path = _save(photo, tmp_path / "turned.jpg", exif=exif.tobytes(), quality=95)
+    shown = data._decode(path, (10, 20))  # (width, height) as displayed: upright
+    assert shown.shape == (20, 10, 3)
+    assert shown[2, 5].tolist()[0] > 200 and shown[17, 5].tolist()[2] > 200  # red on top
+
+
+def test_every_image_mode_becomes_8_bit_rgb(tmp_path):
+    from PIL import Image
+
+    gray16 = Image.fromarray(np.full((8, 8), 65535 // 2, dtype=np.uint16))
+    clear = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    palette = Image.new("RGB", (8, 8), (0, 128, 0)).convert("P")
+    files = {
+        "gray.png": (Image.new("L", (8, 8), 100), [100, 100, 100]),
+        "gray16.png": (gray16, [127, 127, 127]),
+        "clear.png": (clear, [255, 255, 255]),  # transparency laid on white
+        "palette.png": (palette, [0, 128, 0]),
+        "cmyk.jpg": (Image.new("CMYK", (8, 8), (0, 255, 255, 0)), [255, 0, 0]),
+    }
+    for name, (image, expected) in files.items():
+        decoded = data._decode(_save(image, tmp_path / name), (4, 4))
+        assert decoded.dtype == np.uint8 and decoded.shape == (4, 4, 3), name
+        assert np.abs(decoded[2, 2].astype(int) - expected).max() <= 3, (name, decoded[2, 2])
+
+
+def test_oversized_hidden_and_non_image_files_are_skipped_and_an_empty_class_named(
+    image_folder, monkeypatch
+):
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # the test images have 1,200
+    _save(Image.new("RGB", (100, 100)), image_folder / "cat" / "huge.png")  # a "bomb"
+    (image_folder / "cat" / ".DS_Store").write_bytes(b"\0\1")
+    (image_folder / "cat" / "._cat_0.png").write_bytes(b"macOS resource fork")
+    (image_folder / "cat" / "notes.txt").write_text("not an image")
+    _save(Image.new("RGB", (8, 8)), image_folder / ".ipynb_checkpoints" / "x.png")
+    ds = data.load(f"folder:{image_folder}", image_size=(16, 16), seed=7)
+    assert ds.class_names == ("cat", "dog")  # no hidden class
+    assert ds.skipped_images == 1  # the bomb only: hidden and non-image files are not images
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 24
+    for f in (image_folder / "dog").glob("*.png"):
+        f.write_bytes(b"broken")
+    with pytest.raises(DataError, match="no readable training image of class dog"):
+        data.load(f"folder:{image_folder}", image_size=(16, 16), seed=8)

@@ -177,3 +177,52 @@ def test_keras_tuner_keeps_its_project_in_the_storage_folder_given(in_tmp):
     assert not (in_tmp / "mlruns" / "keras-tuner").exists()
     with pytest.raises(SweeperError, match="keras-tuner keeps its projects in a folder"):
         engines.get("keras-tuner")(spec, "postgresql://db/studies")
+
+
+def test_a_new_study_starts_from_the_best_of_earlier_ones_after_the_recipes(in_tmp):
+    first = make_spec(in_tmp, "optuna", "first", trials=4)
+    earlier, _ = run(first, lambda n: [0.5, 0.9, 0.7, 0.6][n])
+    best = earlier.study.trials[1].params
+    recipe = ("mlp", {"units": 8, "dropout": 0.0})
+    second = make_spec(in_tmp, "optuna", "second", trials=4)
+    _, sweep = run(second, lambda n: 0.5, first_points=[recipe])
+    family = best["family"]
+    assert sweep.ran[0][1:] == recipe
+    assert sweep.ran[1][1:] == (
+        family,
+        {k.split(".", 1)[1]: v for k, v in best.items() if k != "family"},
+    )
+    none = make_spec(in_tmp, "optuna", "third", trials=2, warm_start="none")
+    _, cold = run(none, lambda n: 0.5, first_points=[recipe])
+    assert len(cold.ran) == 2 and cold.ran[1][1:] != sweep.ran[1][1:]
+
+
+def test_a_study_name_reused_on_another_dataset_is_refused(in_tmp):
+    run(make_spec(in_tmp, "optuna", "shared", trials=1), lambda n: 0.5)
+    other = make_spec(in_tmp, "optuna", "shared", trials=1, dataset="fashion_mnist")
+    with pytest.raises(SweeperError, match="study 'shared' belongs to dataset mnist, not "):
+        run(other, lambda n: 0.5)
+
+
+def test_keras_tuner_refuses_a_warm_start_in_the_sweep_file(tmp_path):
+    path = tmp_path / "kt.yaml"
+    path.write_text(
+        "dataset: mnist\nengine: keras-tuner\nwarm_start: all\nfamilies: {mlp: {units: 8}}\n"
+    )
+    with pytest.raises(SweeperError, match="warm_start: expected none with keras-tuner"):
+        config.load(path)
+    path.write_text("dataset: mnist\nengine: keras-tuner\nfamilies: {mlp: {units: 8}}\n")
+    assert config.load(path).warm_start == "none"  # its default
+
+
+def test_one_worker_of_a_study_claims_its_refit(in_tmp):
+    spec = make_spec(in_tmp, "optuna", "claimed", trials=1)
+    first, _ = run(spec, lambda n: 0.5)
+    second = engines.get("optuna")(spec)  # another worker of the same study and store
+    assert first.claim_refit(0) is True
+    assert second.claim_refit(0) is False and first.claim_refit(0) is False
+    assert second.claim_refit(1) is True  # a later best, after a resume: refitted again
+    # the claims are no dataset's studies: a new study does not warm-start from them
+    assert [
+        w for *_, w in engines.get("optuna")(make_spec(in_tmp, "optuna", "new")).warm_start_points()
+    ] == ["claimed #0"]

@@ -36,3 +36,10 @@ def test_evaluate_agrees_with_scikit_learn(n_classes):
     assert found["test_recall"] == pytest.approx(recall)
     assert found["test_f1"] == pytest.approx(f1)
     assert found["test_roc_auc"] == pytest.approx(auc)
+
+
+def test_standard_error_is_binomial_on_the_number_of_images():
+    assert metrics.standard_error(0.75, 7500) == pytest.approx(0.005)
+    assert metrics.standard_error(0.77, 2000) == pytest.approx(0.00941, abs=1e-5)
+    assert metrics.standard_error(1.0, 100) == 0.0
+    assert math.isnan(metrics.standard_error(0.5, 0))

@@ -93,3 +93,56 @@ def test_a_refit_that_cannot_fit_an_epoch_of_all_images_takes_one_of_what_fits()
         50, [30.0, 10.0, 10.0], trial_images=1000, refit_images=60000, test_images=1000
     )
     assert none.epochs == 0 and none.images == 0
+
+
+def test_a_challenger_within_two_standard_errors_keeps_the_recipe():
+    # 2,000 validation images at 77%: one standard error is 0.94 points
+    trials = [PastTrial(0, COMPLETE, 0.7719), PastTrial(1, COMPLETE, 0.7740)]
+    chosen, why = policy.refit_choice(trials, "maximize", {0}, 2000)
+    assert chosen == trials[0]
+    assert why.startswith("no trial beat the recipe beyond noise (+-0.0188")
+
+
+def test_a_challenger_beyond_two_standard_errors_is_refitted():
+    trials = [PastTrial(0, COMPLETE, 0.7719), PastTrial(1, COMPLETE, 0.7940)]
+    chosen, why = policy.refit_choice(trials, "maximize", {0}, 2000)
+    assert chosen == trials[1] and "beyond noise" in why
+    # the same gain on 200 images is noise
+    assert policy.refit_choice(trials, "maximize", {0}, 200)[0] == trials[0]
+
+
+def test_without_a_recipe_or_a_known_noise_the_best_trial_is_refitted():
+    trials = [PastTrial(0, COMPLETE, 0.50), PastTrial(1, COMPLETE, 0.51)]
+    assert policy.refit_choice(trials, "maximize", set(), 2000)[0] == trials[1]
+    assert policy.refit_choice(trials, "minimize", {1}, None)[0] == trials[0]  # val_loss
+    assert policy.refit_choice(trials, "maximize", {1}, 2000)[0] == trials[1]
+
+
+def test_a_first_epoch_at_chance_stops_the_trial_where_enough_images_can_tell():
+    # ten classes on 2,000 images: chance is 10%, two standard errors 1.34 points
+    assert policy.at_chance(0.0925, 10, 2000) == policy.AT_CHANCE
+    assert policy.at_chance(0.1130, 10, 2000) == policy.AT_CHANCE
+    assert policy.at_chance(0.1140, 10, 2000) is None
+    assert policy.at_chance(0.0925, 10, 200) is None  # too few images to tell
+    rules = policy.Policy(spec())
+    assert rules.stop_after_epoch(0.0925, 0, classes=10, val_images=2000) == policy.AT_CHANCE
+    assert rules.stop_after_epoch(0.0925, 1, classes=10, val_images=2000) is None  # first only
+
+
+def test_no_trial_starts_that_no_family_could_finish_before_the_deadline(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(policy, "now", lambda: clock[0])
+    two = {"mlp": {"units": space.Fixed(8)}, "cnn": {"filters": space.Fixed(8)}}
+    rules = policy.Policy(
+        SweepSpec(path="x.yaml", dataset="mnist", families=two, timeout_minutes=10)
+    )
+    rules.trial_took("mlp", 120.0)
+    clock[0] += 500  # 100 s left
+    assert rules.stop_reason([]) is None  # cnn's time is not known yet: it may be quicker
+    rules.trial_took("cnn", 90.0)
+    rules.trial_took("cnn", 30.0)  # median 60 s: fits
+    assert rules.stop_reason([]) is None
+    clock[0] += 50  # 50 s left
+    assert rules.stop_reason([]) == (
+        "has 0.8 of its 10 minutes left, less than a trial takes (~1.0 min)"
+    )

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from conftest import TINY_SWEEP, sweep_file
-from sweeper import config, runner
+from sweeper import config, metrics, runner
 from sweeper.cli import main
 from sweeper.engines import optuna_engine
 from sweeper.errors import SweeperError
@@ -265,8 +265,20 @@ def test_refit_retrains_the_best_trial_on_all_training_data_and_is_exported(work
     children = children_of(parent.info.run_id)
     trials = [c for c in children if c.data.tags["kind"] == "trial"]
     [refit] = [c for c in children if c.data.tags["kind"] == "refit"]
-    best = max(trials, key=lambda r: r.data.metrics["best_val_accuracy"])
-    assert refit.data.tags["refit_of"] == best.info.run_id
+    best = min(trials, key=lambda r: (-r.data.metrics["best_val_accuracy"], r.info.start_time))
+    recipe = next(t for t in trials if t.data.tags["baseline"] == "yes")
+    # the best trial, unless the recipe is within two standard errors (40 images) of it
+    gain = best.data.metrics["best_val_accuracy"] - recipe.data.metrics["best_val_accuracy"]
+    noise = metrics.standard_error(recipe.data.metrics["best_val_accuracy"], 40)
+    chosen = best if gain > 2 * noise else recipe
+    assert refit.data.tags["refit_of"] == chosen.info.run_id
+    why = refit.data.tags["refit_choice"]
+    if best is recipe:
+        assert why == "the best trial"
+    elif chosen is recipe:
+        assert why.startswith("no trial beat the recipe beyond noise")
+    else:
+        assert why.startswith("it beat the recipe by")
     # its score is its saved model's: early stopping watched the objective, and the logged
     # validation accuracy is the one of the epoch the model is from
     assert best.data.params["early_stopping_monitor"] == "val_accuracy"
@@ -281,7 +293,7 @@ def test_refit_retrains_the_best_trial_on_all_training_data_and_is_exported(work
     note = parent.data.tags["mlflow.note.content"]
     assert f"`{refit.info.run_name} ({refit.info.run_id})`" in note
     assert f"**Winner**: `{best.info.run_name} ({best.info.run_id})`, val_accuracy" in note
-    assert "(one standard error, 12 validation images)" in note
+    assert "(one standard error, 40 validation images)" in note
     assert "**Recipe trial**: `cnn #0`" in note and "**Documented baseline**: 98.50%" in note
     accuracy = refit.data.metrics["test_accuracy"]
     assert parent.info.run_name == f"sweep refit: {accuracy:.2%} ({refit.info.run_name})"
@@ -527,7 +539,7 @@ def test_minutes_budget_refits_for_the_epochs_that_fit_what_is_left(workdir, mon
     measured = [
         m.value for m in MlflowClient().get_metric_history(winner.info.run_id, "epoch_seconds")
     ]
-    assert args[1] == measured and kwargs["trial_images"] == 108 and kwargs["refit_images"] == 200
+    assert args[1] == measured and kwargs["trial_images"] == 120 and kwargs["refit_images"] == 200
     assert made.epochs >= 1 and made.seconds <= 8
     assert refit.data.metrics["epochs"] == made.epochs
     assert f"so {made.epochs} epochs on 200" in result.output
@@ -537,7 +549,69 @@ def test_limit_on_the_command_line_limits_the_refit_too(workdir):
     path = sweep_file(workdir, "smoke", budget={"trials": 1, "max_epochs": 1}, refit={"epochs": 1})
     result = CliRunner().invoke(main, ["sweep", str(path), "--limit", "60"])
     assert result.exit_code == 0, result.output
-    assert "then refit the winner on the first 60 images (--limit) for 1 epochs" in result.output
+    assert (
+        "then refit the winner on 60 images and the validation split (--limit) for 1 epochs"
+        in result.output
+    )
     children = children_of(parent_of("smoke").info.run_id)
     [refit] = [c for c in children if c.data.tags["kind"] == "refit"]
-    assert refit.data.params["train_size"] == "60"  # 54 training + 6 validation images
+    assert refit.data.params["train_size"] == "100"  # 60 training + 40 validation images
+
+
+def test_a_worker_whose_refit_another_claimed_skips_it_and_leaves_the_parent_open(
+    workdir, monkeypatch
+):
+    monkeypatch.setattr(optuna_engine.Engine, "claim_refit", lambda self, number: False)
+    path = sweep_file(workdir, "rivals", budget={"trials": 1, "max_epochs": 1}, refit={"epochs": 1})
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "another worker of study rivals claimed the refit of" in result.output
+    parent = parent_of("rivals")
+    assert [c.data.tags["kind"] for c in children_of(parent.info.run_id)] == ["trial"]
+    assert parent.info.status == "RUNNING"  # the claimant ends it after its refit
+
+
+def test_a_two_objective_sweep_tags_its_front_and_best_honours_limits(workdir):
+    path = sweep_file(
+        workdir,
+        "front",
+        objectives=[{"metric": "val_accuracy"}, {"metric": "params", "direction": "minimize"}],
+        constraints={"params": 15000},
+        budget={"trials": 5, "max_epochs": 1},
+        families={"mlp": {"units": {"choice": [8, 16, 24, 32]}, "hidden_layers": 1}},
+    )
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    parent = parent_of("front")
+    trials = [c for c in children_of(parent.info.run_id) if c.data.tags["kind"] == "trial"]
+    done = [t for t in trials if t.data.tags["state"] == "complete"]
+    # 784 x units + units + units x 10 + 10 trainable parameters; 15,000 keeps units <= 16
+    for t in done:
+        units = int(t.data.params["units"])
+        assert t.data.metrics["params"] == 795 * units + 10
+        assert t.data.tags["feasible"] == ("yes" if units <= 16 else "no")
+
+    def point(t):
+        return (t.data.metrics["best_val_accuracy"], -t.data.metrics["params"])
+
+    feasible = [t for t in done if t.data.tags["feasible"] == "yes"]
+    front = {
+        t.info.run_id
+        for t in feasible
+        if not any(
+            all(a >= b for a, b in zip(point(o), point(t))) and point(o) != point(t)
+            for o in feasible
+        )
+    }
+    assert {t.info.run_id for t in done if t.data.tags["pareto"] == "yes"} == front
+    artifacts = {a.path for a in MlflowClient().list_artifacts(parent.info.run_id)}
+    assert {"pareto_front.png", "pareto_front.md"} <= artifacts
+    listed = CliRunner().invoke(main, ["best", "--sweep", "front", "--pareto"])
+    assert listed.exit_code == 0, listed.output
+    assert all(run_id[:8] in listed.output for run_id in front)
+    small = CliRunner().invoke(main, ["best", "--sweep", "front", "--max-params", "12000"])
+    assert small.exit_code == 0, small.output
+    within = [t for t in done if t.data.metrics["params"] <= 12000]
+    expected = min(within, key=lambda t: (-t.data.metrics["best_val_accuracy"], t.info.start_time))
+    assert f"best run  {expected.info.run_id}" in small.output
+    assert "trainable parameters" in small.output

@@ -24,7 +24,7 @@ def test_a_trial_run_holds_params_curves_model_and_plots(workdir, data_dir):
     assert logged.info.status == "FINISHED" and logged.info.run_name == "cnn #0"
     params = logged.data.params
     assert params["family"] == "cnn" and params["filters"] == "4" and params["seed"] == "1"
-    assert params["optimizer"] == "adam" and params["train_size"] == "180"
+    assert params["optimizer"] == "adam" and params["train_size"] == "160"
     assert {
         ("kind", "trial"),
         ("family", "cnn"),
@@ -115,3 +115,15 @@ def test_experiments_are_tagged_for_model_training_so_the_ui_opens_on_runs(workd
     assert mlflow.get_experiment(older).tags["mlflow.experimentKind"] == (
         "custom_model_development"
     )
+
+
+def test_two_folders_of_one_name_are_not_mixed_in_one_experiment(workdir):
+    from sweeper.errors import SweeperError
+
+    tracking.configure()
+    first, second = data.identity("folder:a/flowers"), data.identity("folder:b/flowers")
+    assert first.startswith("folder:/") and first != second
+    created = tracking.experiment_id("flowers-identity", first)
+    assert tracking.experiment_id("flowers-identity", first) == created
+    with pytest.raises(SweeperError, match="holds the runs of folder:.*a/flowers; folder:"):
+        tracking.experiment_id("flowers-identity", second)

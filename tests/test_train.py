@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from sweeper import data, schema, train
+from sweeper import data, policy, schema, train
 from sweeper.errors import SweeperError
 
 
@@ -81,15 +81,28 @@ def test_unknown_optimizer_names_the_known_ones(mnist):
 def test_stop_when_ends_training_after_the_epoch_it_holds_for(mnist):
     seen = []
 
-    def done(logs):
-        seen.append(logs["val_accuracy"])
-        return len(seen) == 2
+    def done(epoch, logs):
+        seen.append((epoch, logs["val_accuracy"]))
+        return "target" if len(seen) == 2 else None
 
     result = train.train(
         "mlp", {"units": 8, "early_stopping_patience": 0}, mnist, epochs=5, seed=0, stop_when=done
     )
-    assert result.epochs == 2 and not result.pruned
-    assert result.history["val_accuracy"] == pytest.approx(seen)
+    assert result.epochs == 2 and not result.pruned and result.stopped_by == "target"
+    assert [epoch for epoch, _ in seen] == [0, 1]
+    assert result.history["val_accuracy"] == pytest.approx([value for _, value in seen])
+
+
+def test_a_trial_stopped_at_chance_is_pruned(mnist):
+    result = train.train(
+        "mlp",
+        {"units": 8, "early_stopping_patience": 0},
+        mnist,
+        epochs=5,
+        seed=0,
+        stop_when=lambda epoch, logs: policy.AT_CHANCE,
+    )
+    assert result.epochs == 1 and result.pruned and result.stopped_by == "at chance"
 
 
 def test_weight_averaging_evaluates_and_saves_the_averaged_weights(mnist):
@@ -145,10 +158,10 @@ def test_alternating_flips_mirror_exactly_the_images_not_mirrored_the_epoch_befo
 
 
 def test_a_trial_with_alternating_flips_trains_its_epochs(mnist):
-    params = {"units": 8, "flip": "alternating", "batch_size": 32}
-    result = train.train("mlp", params, mnist, epochs=2, seed=0)
-    assert result.epochs == 2 and len(result.history["val_accuracy"]) == 2
-    assert result.history["loss"][1] < result.history["loss"][0]
+    params = {"units": 8, "flip": "alternating", "batch_size": 32, "learning_rate": 0.01}
+    result = train.train("mlp", params, mnist, epochs=3, seed=0)
+    assert result.epochs == 3 and len(result.history["val_accuracy"]) == 3
+    assert result.history["loss"][2] < result.history["loss"][0]
 
 
 def test_flip_translate_tta_averages_the_six_views():
@@ -204,3 +217,18 @@ def test_the_score_is_the_saved_models_epoch_where_early_stopping_restores(mnist
     # without early stopping the model is the last epoch's, and so is its score
     last = train.train("mlp", {**params, "early_stopping_patience": 0}, mnist, epochs=3, seed=3)
     assert last.model_epoch == 3 and last.score("val_accuracy") == last.history["val_accuracy"][2]
+
+
+def test_latency_is_the_median_of_the_timed_calls_after_the_warm_up():
+    ticks = iter([0.0, 0.004, 1.0, 1.002, 2.0, 2.009])  # calls of 4, 2 and 9 ms
+    calls = []
+    found = train.latency_ms(calls.append, "image", warmup=2, calls=3, clock=lambda: next(ticks))
+    assert found == pytest.approx(4.0)
+    assert len(calls) == 5  # the warm-up calls are not timed
+
+
+def test_costs_count_trainable_parameters_and_the_saved_size(mnist):
+    result = train.train("mlp", {"units": 8, "hidden_layers": 1}, mnist, epochs=1, seed=0)
+    # 784 inputs x 8 units + 8 biases, 8 x 10 + 10: the layers' trainable weights
+    assert result.costs["params"] == 784 * 8 + 8 + 8 * 10 + 10
+    assert 0.01 < result.costs["model_mb"] < 1 and result.costs["latency_ms"] > 0

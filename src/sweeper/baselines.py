@@ -283,7 +283,7 @@ def run(
         baseline.family,
         params,
         ds,
-        experiment=tracking.experiment_id(ds.name),
+        experiment=tracking.experiment_id(ds.name, ds.identity),
         run_name=f"baseline {baseline.name}",
         epochs=epochs,
         seed=seed,

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from sweeper import devices, engines
+from sweeper import data, devices, engines
 from sweeper.errors import SweeperError
 
 # Libraries whose INFO lines are diagnostics: shown with -v only.
@@ -90,8 +90,15 @@ def data_options(f: Callable) -> Callable:
     return click.option(
         "--limit",
         type=click.IntRange(min=2),
-        help="Train on the first N training images (smoke runs).",
+        help="Train on N of the training images, every class in proportion (smoke runs).",
     )(f)
+
+
+def limit_option(name: str, what: str) -> Callable:
+    """A `best` option that keeps only the models under a bound on what they cost."""
+    return click.option(
+        name, type=click.FloatRange(min=0, min_open=True), help=f"Only models {what}."
+    )
 
 
 def tracking_option(f: Callable) -> Callable:
@@ -245,8 +252,19 @@ def baseline(
 
 
 @main.command()
-@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.argument("sweep_file", metavar="SWEEP_FILE|folder:PATH|csv:FILE.csv")
 @click.option("--trials", type=click.IntRange(min=1), help="Budget: finished trials in all.")
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=8),
+    help="folder:/csv: without a sweep file: the side images are resized to (default: their "
+    "median shorter side, within 32-128).",
+)
+@click.option(
+    "--backbone",
+    help="folder:/csv: without a sweep file: also search a frozen backbone with a head, "
+    "a .keras model of your own or `imagenet` (VGG16's weights, downloaded).",
+)
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -307,6 +325,8 @@ def baseline(
 def sweep(
     sweep_file: str,
     trials: int | None,
+    image_size: int | None,
+    backbone: str | None,
     timeout: float | None,
     minutes: float | None,
     engine: str | None,
@@ -323,7 +343,9 @@ def sweep(
     limit: int | None,
     tracking_uri: str | None,
 ) -> None:
-    """Run (or resume) the sweep described in SWEEP_FILE."""
+    """Run (or resume) the sweep described in SWEEP_FILE; or, given folder:PATH or
+    csv:FILE.csv, sweeper's default for a collection of images (the file it writes is
+    logged with the sweep's parent run, to copy and edit)."""
     from sweeper import config, policy
 
     started = policy.now()  # budget.minutes counts from here
@@ -333,7 +355,18 @@ def sweep(
     # with SIGINT, so every sweep process takes it, however it was started.
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    spec = config.load(sweep_file).with_overrides(
+    if sweep_file.startswith(data.SOURCE_PREFIXES):
+        from sweeper.image_sweep import default_sweep
+
+        text = default_sweep(sweep_file, image_size=image_size, backbone=backbone)
+        if not as_worker:
+            click.echo("".join(line[2:] + "\n" for line in text.splitlines() if line[:2] == "# "))
+        loaded = config.from_text(text, f"sweeper's default for {sweep_file}")
+    elif image_size or backbone:
+        raise SweeperError("--image-size and --backbone are for folder: or csv: datasets")
+    else:
+        loaded = config.load(sweep_file)
+    spec = loaded.with_overrides(
         trials=trials,
         timeout_minutes=timeout,
         minutes=minutes,
@@ -397,7 +430,11 @@ def _describe(spec: Any) -> None:
 
 
 def _refit_plan(spec: Any) -> str:
-    images = f" on the first {spec.refit_limit} images (--limit)" if spec.refit_limit else ""
+    images = (
+        f" on {spec.refit_limit} images and the validation split (--limit)"
+        if spec.refit_limit
+        else ""
+    )
     if spec.refit_from_minutes:
         return (
             f"{spec.minutes:g} min in all: search {spec.search_minutes:.3g} min, then refit "
@@ -450,6 +487,10 @@ def devices_command() -> None:
     help="Write the best model to PATH.keras.",
 )
 @click.option("--force", is_flag=True, help="Let --export overwrite an existing file.")
+@limit_option("--max-latency-ms", "that answer one image within this (logged latency_ms)")
+@limit_option("--max-params", "with at most this many trainable parameters")
+@limit_option("--max-mb", "whose .keras file is at most this many MB")
+@click.option("--pareto", is_flag=True, help="Print the Pareto front of a multi-objective sweep.")
 @tracking_option
 @user_errors
 def best(
@@ -460,15 +501,32 @@ def best(
     metric: str,
     export_path: str | None,
     force: bool,
+    max_latency_ms: float | None,
+    max_params: float | None,
+    max_mb: float | None,
+    pareto: bool,
     tracking_uri: str | None,
 ) -> None:
-    """Print the best finished run (and export its model)."""
+    """Print the best finished run (and export its model): the most accurate on
+    validation, within the --max-* limits given."""
     if export_path:  # only the export loads a model
         load_tensorflow()
     from sweeper import results, tracking
 
     tracking.configure(tracking_uri)
-    selection = results.Selection(dataset, sweep_name, parent, family, metric)
+    limits = {"latency_ms": max_latency_ms, "params": max_params, "model_mb": max_mb}
+    selection = results.Selection(
+        dataset,
+        sweep_name,
+        parent,
+        family,
+        metric,
+        limits={k: v for k, v in limits.items() if v is not None},
+        pareto=pareto,
+    )
+    if pareto:
+        click.echo(results.front_table(selection))
+        return
     latest, datasets = results.latest_dataset(selection)
     if latest:
         selection.dataset = latest
@@ -479,7 +537,7 @@ def best(
     run = results.best_run(selection)
     click.echo(results.describe(run))
     if export_path:
-        exported = results.export(results.refit_of(run) or run, export_path, force=force)
+        exported = results.export(results.result_of(run), export_path, force=force)
         click.echo(f"exported  {exported}")
 
 

@@ -21,6 +21,12 @@ from sweeper.errors import ConfigError
 # engine loads (a test checks `sys.modules`).
 PRUNERS = tuple(dict.fromkeys(p for e in engines.ENGINES.values() for p in e.pruners))
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
+# What further objectives and constraints may weigh: every run's costs (`train.costs`).
+COSTS = ("params", "model_mb", "latency_ms")
+DIRECTIONS = ("maximize", "minimize")
+# Samplers that search several objectives at once, and those that take constraints.
+MULTI_OBJECTIVE_SAMPLERS = ("tpe", "nsga2", "random", "gp")
+CONSTRAINED_SAMPLERS = ("tpe", "nsga2", "gp")
 PRECISIONS = ("float32", "mixed_bfloat16", "auto")  # auto: `devices.precision`
 TOP_KEYS = (
     "dataset",
@@ -29,11 +35,14 @@ TOP_KEYS = (
     "sampler",
     "pruner",
     "objective",
+    "objectives",
+    "constraints",
     "budget",
     "seed",
     "study",
     "precision",
     "baseline_first",
+    "warm_start",
     "refit",
     "workers",
     "keep_models",
@@ -50,8 +59,11 @@ class SweepSpec:
     engine: str = "optuna"
     sampler: str = "tpe"
     pruner: str = "none"
-    metric: str = "val_accuracy"
+    metric: str = "val_accuracy"  # the first objective: what selection and refits read
     direction: str = "maximize"
+    # further objectives, (metric, direction) each: a multi-objective study and its front
+    more_objectives: tuple[tuple[str, str], ...] = ()
+    constraints: dict[str, float] = field(default_factory=dict)  # metric -> upper bound
     trials: int = 20
     timeout_minutes: float | None = None
     minutes: float | None = None  # the whole sweep's time, search and refit
@@ -62,7 +74,10 @@ class SweepSpec:
     study: str = ""
     precision: str = "float32"
     baseline_first: bool = True  # each family's documented recipe is its first trial
-    val_fraction: float = 0.1
+    # whose best trials follow the recipes: "all" earlier studies of the dataset in the same
+    # store, one study's name, or "none"
+    warm_start: str = "all"
+    val_fraction: float | None = None  # None: `data.validation_size`'s default
     image_size: tuple[int, int] = data.DEFAULT_IMAGE_SIZE
     limit: int | None = None
     refit_limit: int | None = None  # --limit, a smoke run's: the refit's images too
@@ -85,7 +100,14 @@ class SweepSpec:
             spec = dataclasses.replace(spec, sampler=engine.default_sampler)
         if spec.pruner not in engine.pruners:
             spec = dataclasses.replace(spec, pruner=engine.pruners[0])
+        if not engine.warm_starts:
+            spec = dataclasses.replace(spec, warm_start="none")
         return spec
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """(metric, direction) of every objective, the first the one selection reads."""
+        return [(self.metric, self.direction), *self.more_objectives]
 
     @property
     def search_minutes(self) -> float | None:
@@ -110,7 +132,12 @@ def load(path: str | Path) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(path, [f"file not found: {path}"])
-    text = path.read_text()
+    return from_text(path.read_text(), path)
+
+
+def from_text(text: str, path: str | Path) -> SweepSpec:
+    """A sweep file's text, validated as `load` does; `path` names it in errors."""
+    path = Path(path)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -167,6 +194,30 @@ def _build(raw, path, problems) -> SweepSpec | None:
         problem("objective.direction", f"{METRICS[metric]} for {metric}", direction)
 
     _unknown(objective, ("metric", "direction"), "objective", problem)
+    more_objectives: list[tuple[str, str]] = []
+    if "objectives" in raw:
+        metric, direction, more_objectives = _objectives(raw, problem)
+    objectives = len(more_objectives) + 1
+    if objectives > 1 and pruner != "none":
+        problem("pruner", "none with several objectives (Optuna's pruners judge one)", pruner)
+    if objectives > 1 and registered and engine != "optuna":
+        problem(
+            "objectives",
+            f"one objective with {engine} (its multi-objective sums them into one score; "
+            "engine: optuna searches the front)",
+            len(more_objectives) + 1,
+        )
+    elif objectives > 1 and sampler not in MULTI_OBJECTIVE_SAMPLERS:
+        several = f"one of {', '.join(MULTI_OBJECTIVE_SAMPLERS)} with several objectives"
+        problem("sampler", several, sampler)
+    constraints = _mapping(raw, "constraints", problem)
+    for name, bound in constraints.items():
+        if name not in COSTS:
+            problem(f"constraints.{name}", f"a bound on one of {', '.join(COSTS)}", name)
+        elif not isinstance(bound, (int, float)) or isinstance(bound, bool) or bound <= 0:
+            problem(f"constraints.{name}", "an upper bound above 0", bound)
+    if constraints and sampler not in CONSTRAINED_SAMPLERS:
+        problem("sampler", f"one of {', '.join(CONSTRAINED_SAMPLERS)} with constraints", sampler)
     budget = _mapping(raw, "budget", problem)
     _unknown(
         budget,
@@ -193,13 +244,24 @@ def _build(raw, path, problems) -> SweepSpec | None:
     baseline_first = raw.get("baseline_first", True)
     if not isinstance(baseline_first, bool):
         problem("baseline_first", "true or false", baseline_first)
+    warm_start = raw.get("warm_start", "all" if registered and registered.warm_starts else "none")
+    if not isinstance(warm_start, str) or not warm_start:
+        problem("warm_start", "all, none or the name of an earlier study", warm_start)
+    elif registered and not registered.warm_starts and warm_start != "none":
+        problem(
+            "warm_start",
+            f"none with {engine} (its oracles take no trials from another study)",
+            warm_start,
+        )
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         problem("seed", "an integer", seed)
 
     options = _mapping(raw, "data", problem)
-    val_fraction = options.get("validation_split", 0.1)
-    if not isinstance(val_fraction, float) or not 0 < val_fraction < 1:
+    val_fraction = options.get("validation_split")
+    if val_fraction is not None and (
+        not isinstance(val_fraction, float) or not 0 < val_fraction < 1
+    ):
         problem("data.validation_split", "a fraction between 0 and 1", val_fraction)
     image_size = options.get("image_size", list(data.DEFAULT_IMAGE_SIZE))
     if not (
@@ -259,6 +321,8 @@ def _build(raw, path, problems) -> SweepSpec | None:
         pruner=pruner,
         metric=metric,
         direction=direction,
+        more_objectives=tuple(more_objectives),
+        constraints={k: float(v) for k, v in constraints.items()},
         trials=trials,
         timeout_minutes=timeout,
         minutes=minutes,
@@ -267,6 +331,7 @@ def _build(raw, path, problems) -> SweepSpec | None:
         seed=seed,
         target=None if target is None else float(target),
         baseline_first=baseline_first,
+        warm_start=warm_start,
         study=str(raw.get("study") or Path(path).stem),
         precision=precision,
         val_fraction=val_fraction,
@@ -297,6 +362,33 @@ def _no_mirrors(search: space.SearchSpace, dataset: str, problem) -> None:
                     f"none on {dataset} (mirrored images are no longer of their class)",
                     received,
                 )
+
+
+def _objectives(raw, problem) -> tuple[str, str, list[tuple[str, str]]]:
+    """`objectives:`: the first is val_accuracy or val_loss (what selection reads), then
+    any of `COSTS`, each with a direction."""
+    listed = raw["objectives"]
+    if "objective" in raw:
+        problem("objectives", "objectives or objective, not both", "both")
+    if not isinstance(listed, list) or not listed or not all(isinstance(o, dict) for o in listed):
+        problem("objectives", "a list of {metric, direction}", listed)
+        return "val_accuracy", "maximize", []
+    found = []
+    for i, entry in enumerate(listed):
+        allowed = tuple(METRICS) if i == 0 else COSTS
+        metric = entry.get("metric")
+        if metric not in allowed:
+            what = "the first" if i == 0 else "a further one"
+            problem(f"objectives[{i}].metric", f"{what}: one of {', '.join(allowed)}", metric)
+        direction = entry.get("direction", METRICS.get(metric, "minimize"))
+        if direction not in DIRECTIONS or (metric in METRICS and direction != METRICS[metric]):
+            expected = METRICS.get(metric) or " or ".join(DIRECTIONS)
+            problem(f"objectives[{i}].direction", expected, direction)
+        _unknown(entry, ("metric", "direction"), f"objectives[{i}]", problem)
+        found.append((str(metric), str(direction)))
+    if len({m for m, _ in found}) < len(found):
+        problem("objectives", "each metric once", [m for m, _ in found])
+    return found[0][0], found[0][1], found[1:]
 
 
 def target_problem(metric: str, target: object) -> str | None:

@@ -6,6 +6,8 @@ against scikit-learn.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -56,3 +58,13 @@ def _roc_auc(y_true, probs):
         n_pos, n_neg = positive.sum(), (~positive).sum()
         aucs.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
     return float(np.mean(aucs))
+
+
+def standard_error(accuracy: float, images: int) -> float:
+    """One standard error of an accuracy measured on `images` images (binomial). Of the
+    difference of two models' accuracies on the same images it is at most sqrt(2) times
+    this, less as their errors overlap."""
+    if images <= 0 or math.isnan(accuracy):
+        return math.nan
+    p = min(1.0, max(0.0, accuracy))
+    return math.sqrt(p * (1 - p) / images)

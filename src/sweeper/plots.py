@@ -58,3 +58,34 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, class_names: tuple[
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def front_figure(
+    points: list[dict[str, float]],
+    front: list[dict[str, float]],
+    recipes: list[dict[str, float]],
+    first: str,
+    others: list[str],
+) -> Any:
+    """The first objective against each other one: every trial, the front joined by a
+    line, the recipe trials marked. Each point maps metric names to values."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(others), figsize=(5 * len(others), 4), squeeze=False)
+    for ax, other in zip(axes[0], others):
+        ax.scatter([p[other] for p in points], [p[first] for p in points], c="0.7", label="trials")
+        line = sorted(front, key=lambda p: p[other])
+        ax.plot([p[other] for p in line], [p[first] for p in line], "o-", c="C0", label="front")
+        if recipes:
+            ax.scatter(
+                [p[other] for p in recipes],
+                [p[first] for p in recipes],
+                marker="*",
+                s=160,
+                c="C3",
+                label="recipe",
+            )
+        ax.set(xlabel=other, ylabel=first, xscale="log" if other == "params" else "linear")
+        ax.legend()
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sweeper import baselines, schema, space
+from sweeper import baselines, metrics, schema, space
 from sweeper.config import SweepSpec
 from sweeper.engines.base import COMPLETE, FINISHED, RUNNING, PastTrial
 
@@ -38,6 +38,7 @@ class Policy:
         self.failures_in_a_row = 0
         self.last_error = ""
         self.fatal = ""  # a failure that every next trial would meet too (a full disk)
+        self.took: dict[str, list[float]] = {}  # seconds of each family's complete trials
 
     def record(self, failed: bool, error: str = "", *, fatal: bool = False) -> None:
         """Counts this process's failures in a row; several mean something is wrong with
@@ -47,6 +48,24 @@ class Policy:
         self.fatal = error if fatal else ""
         if self.failures_in_a_row == MAX_FAILURES_IN_A_ROW:
             log.info("stopping: %d trials failed in a row", self.failures_in_a_row)
+
+    def trial_took(self, family: str, seconds: float) -> None:
+        """A complete trial's wall time, so no trial starts that cannot finish in time."""
+        self.took.setdefault(family, []).append(seconds)
+
+    def too_late_for_a_trial(self) -> str | None:
+        """Why no trial could finish before the deadline: the time left is less than any
+        family's median trial (once every family has one); None otherwise."""
+        left = self.seconds_left()
+        if left is None or not self.took or set(self.took) < set(self.spec.families):
+            return None
+        shortest = min(statistics.median(seconds) for seconds in self.took.values())
+        if left >= shortest:
+            return None
+        return (
+            f"has {left / 60:.1f} of its {self.spec.search_minutes:g} minutes left, less "
+            f"than a trial takes (~{shortest / 60:.1f} min)"
+        )
 
     def failed_in_a_row(self) -> str | None:
         """Why this process gave up on failures, with the last error; None when it did not."""
@@ -83,15 +102,37 @@ class Policy:
             return f"has {self.spec.trials} finished trials; raise --trials to run more"
         if self.out_of_time():
             return f"used its {self.spec.search_minutes:g} minutes"
-        return None
+        return self.too_late_for_a_trial()
 
-    def stop_after_epoch(self, value: float) -> str | None:
-        """Why a trial should stop after an epoch whose objective is `value` ("timeout": the
-        deadline passed; "target": it met the target); None to go on. Either way it
-        completes, tagged with the reason."""
+    def stop_after_epoch(
+        self, value: float, epoch: int = 0, *, classes: int = 0, val_images: int = 0
+    ) -> str | None:
+        """Why a trial should stop after `epoch` (from 0) whose objective is `value`:
+        "timeout" (the deadline passed) or "target" (met), and it completes; AT_CHANCE (a
+        validation accuracy no better than guessing among `classes`, after the first
+        epoch), and it is pruned. None to go on."""
         if self.out_of_time():
             return "timeout"
-        return "target" if self.spec.reached(value) else None
+        if self.spec.reached(value):
+            return "target"
+        if epoch == 0 and self.spec.metric == "val_accuracy":
+            return at_chance(value, classes, val_images)
+        return None
+
+
+# Why a trial at chance stops; fewer validation images than this cannot tell chance apart.
+AT_CHANCE = "at chance"
+CHANCE_MIN_IMAGES = 500
+
+
+def at_chance(accuracy: float, classes: int, val_images: int) -> str | None:
+    """AT_CHANCE when `accuracy` on `val_images` is within two standard errors of guessing
+    one of `classes` (a trial that learned nothing in its first epoch: a learning rate too
+    high or too low, dead units); None otherwise or when too few images to tell."""
+    if classes < 2 or val_images < CHANCE_MIN_IMAGES:
+        return None
+    guess = 1 / classes
+    return AT_CHANCE if accuracy <= guess + 2 * metrics.standard_error(guess, val_images) else None
 
 
 def first_points(spec: SweepSpec) -> list[tuple[str, dict]]:
@@ -120,10 +161,34 @@ def best(trials: Sequence[PastTrial], direction: str) -> PastTrial | None:
 
 
 def ranked(trials: Sequence[PastTrial], direction: str) -> list[PastTrial]:
-    """The completed trials, best first (the lowest number first among equals)."""
+    """The completed trials within the constraints, best first (the lowest number first
+    among equals)."""
     sign = 1 if direction == "maximize" else -1
-    done = [t for t in trials if t.state == COMPLETE and t.value is not None]
+    done = [t for t in trials if t.state == COMPLETE and t.value is not None and t.feasible]
     return sorted(done, key=lambda t: (-sign * (t.value or 0.0), t.number))
+
+
+def refit_choice(
+    trials: Sequence[PastTrial], direction: str, recipes: set[int], val_images: int | None
+) -> tuple[PastTrial | None, str]:
+    """The trial to refit, and why: the best one, unless the best recipe trial (`recipes`:
+    trial numbers) is within two standard errors of it (binomial, at the recipe's accuracy
+    on `val_images`; None: the objective is no accuracy, its noise unknown). A search's
+    winner must beat the recipe beyond its validation noise, or the choice is the noise's."""
+    best_trial = best(trials, direction)
+    recipe = best([t for t in trials if t.number in recipes], direction)
+    if best_trial is None or recipe is None or recipe.number == best_trial.number:
+        return best_trial, "the best trial"
+    if not val_images:
+        return best_trial, "the best trial (the objective's noise is not known)"
+    noise = metrics.standard_error(recipe.value or 0.0, val_images)
+    gain = abs((best_trial.value or 0.0) - (recipe.value or 0.0))
+    if gain > 2 * noise:
+        return best_trial, f"it beat the recipe by {gain:.4f}, beyond noise (2 x {noise:.4f})"
+    return recipe, (
+        f"no trial beat the recipe beyond noise (+-{2 * noise:.4f}; the best by {gain:.4f}): "
+        "refitting the recipe"
+    )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from sweeper import baselines, schema, tracking
 from sweeper.errors import SweeperError
+from sweeper.metrics import standard_error
 from sweeper.tracking import names
 
 METADATA = "sweeper.json"
@@ -30,6 +31,8 @@ class Selection:
     parent: str | None = None
     family: str | None = None
     metric: str = "val_accuracy"
+    limits: dict[str, float] = field(default_factory=dict)  # metric -> the most it may be
+    pareto: bool = False  # only the trials on a multi-objective sweep's front
 
 
 def finished_runs(
@@ -47,11 +50,39 @@ def finished_runs(
             names.PARENT: selection.parent,
             names.FAMILY: selection.family,
             names.DATASET: selection.dataset,
+            names.PARETO: "yes" if selection.pareto else None,
         },
         status=names.RUN_STATUS[names.COMPLETE],
     )
-    runs = [r for r in runs if r.data.tags.get(names.KIND) in kinds]
-    return sorted(runs, key=lambda r: score(r, selection.metric), reverse=True)
+    runs = [
+        r
+        for r in runs
+        if r.data.tags.get(names.KIND) in kinds
+        and all(r.data.metrics.get(m, math.inf) <= bound for m, bound in selection.limits.items())
+    ]
+    # Among equals the earliest first, as the sweep ranks them (its lowest trial number):
+    # `best` then names the run whose model the sweep kept.
+    return sorted(runs, key=lambda r: (-score(r, selection.metric), r.info.start_time))
+
+
+def front_table(selection: Selection) -> str:
+    """The Pareto front of the selection's multi-objective sweep(s): each trial on it,
+    most accurate first, with what it costs."""
+    runs = finished_runs(selection, kinds=(names.KIND_TRIAL,))
+    if not runs:
+        raise SweeperError(
+            "no trial is on a Pareto front here: fronts come from sweeps with several "
+            "objectives (objectives: in the sweep file)"
+        )
+    lines = [f"{'run':34} {'validation':>10} {'test':>7} {'params':>10} {'MB':>7} {'ms':>7}"]
+    for run in runs:
+        m = run.data.metrics
+        lines.append(
+            f"{run.info.run_name + ' ' + run.info.run_id[:8]:34} {score(run):10.4f} "
+            f"{m.get(names.TEST_ACCURACY, math.nan):7.4f} {m.get('params', math.nan):10,.0f} "
+            f"{m.get('model_mb', math.nan):7.3f} {m.get('latency_ms', math.nan):7.2f}"
+        )
+    return "\n".join(lines)
 
 
 def score(run: Any, metric: str = "val_accuracy") -> float:
@@ -105,7 +136,8 @@ def describe(run: Any) -> str:
     lines = [
         f"best run  {run.info.run_id}  ({run.info.run_name})",
         f"family    {family} on {p.get('dataset')}",
-        f"accuracy  validation {score(run):.4f}, test {m.get('test_accuracy', float('nan')):.4f}",
+        f"accuracy  validation {score(run):.4f}{_interval(run)}, "
+        f"test {m.get('test_accuracy', float('nan')):.4f}",
         "params    "
         + ", ".join(
             f"{k}={v}"
@@ -113,6 +145,11 @@ def describe(run: Any) -> str:
             if family in schema.FAMILIES and k in schema.params_of(family)
         ),
     ]
+    if all(c in m for c in names.COSTS):
+        lines.append(
+            f"cost      {m['params']:,.0f} trainable parameters, {m['model_mb']:.3f} MB, "
+            f"{m['latency_ms']:.2f} ms an image"
+        )
     recipe = baselines.for_family(family, dataset)
     if recipe:
         measured = recipe_trial(run, family) or measured_baseline(recipe.name, p.get("dataset"))
@@ -126,6 +163,13 @@ def describe(run: Any) -> str:
             f"baseline  {recipe.name}: documented {documented(recipe, dataset)}, measured {seen}"
         )
     refit = refit_of(run)
+    if refit is None and (instead := sweep_refit(run)):
+        lines.append(
+            f"refit     its sweep refitted {instead.info.run_name} instead "
+            f"({instead.data.tags.get(names.REFIT_CHOICE, 'its choice')}); "
+            f"--export writes that one"
+        )
+        refit = instead
     if refit:
         rm = refit.data.metrics
         tta = f" (flip TTA {rm['test_accuracy_tta']:.4f})" if "test_accuracy_tta" in rm else ""
@@ -149,6 +193,35 @@ def refit_of(run: Any) -> Any:
         max_results=1,
     )
     return runs[0] if runs else None
+
+
+def result_of(run: Any) -> Any:
+    """What `best --export` writes for `run`: its refit, else its sweep's refit (of the
+    recipe, when the sweep found `run` within noise of it), else the run."""
+    return refit_of(run) or sweep_refit(run) or run
+
+
+def sweep_refit(run: Any) -> Any:
+    """The newest completed refit of `run`'s sweep, where it refitted another trial (the
+    recipe, when no trial beat it beyond noise)."""
+    parent = run.data.tags.get(names.PARENT)
+    if parent is None or run.data.tags.get(names.KIND) != names.KIND_TRIAL:
+        return None
+    runs = tracking.search_runs(
+        {names.PARENT: parent, names.KIND: names.KIND_REFIT, names.STATE: names.COMPLETE},
+        newest_first=True,
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def _interval(run: Any) -> str:
+    """ " +- SE (1 SE, N validation images)" of a run's validation accuracy."""
+    images = int(run.data.params.get("val_size", 0) or 0)
+    value = score(run)
+    if not images or value < 0:
+        return ""
+    return f" +- {standard_error(value, images):.4f} (1 SE, {images:,} validation images)"
 
 
 def recipe_trial(run: Any, family: str) -> Any:
@@ -270,7 +343,7 @@ def rerun(run_id: str, data_dir: str | None = None) -> tuple:
         p.get("data_source", p["dataset"]),
         data_dir=data_dir,
         limit=None if p.get("data_limit", "None") == "None" else int(p["data_limit"]),
-        val_fraction=float(p.get("validation_split", 0.1)),
+        val_fraction=_fraction(p.get("validation_split", "auto")),
         seed=int(p.get("data_seed", p.get("seed", 0))),
         **({"image_size": image_size} if image_size else {}),
         image_dir=p.get("image_dir"),
@@ -294,3 +367,8 @@ def rerun(run_id: str, data_dir: str | None = None) -> tuple:
         precision=p.get("precision", "float32"),
     )
     return original, result, run
+
+
+def _fraction(logged: str) -> float | None:
+    """A logged `validation_split`: a fraction, or "auto" (the default split)."""
+    return None if logged in ("auto", "None") else float(logged)

@@ -113,7 +113,7 @@ def tracked_trial(
     parent_run_id: str | Callable[[], str] | None = None,
     should_prune: Callable[[int, dict], bool] | None = None,
     precision: str = "float32",
-    stop_when: Callable[[dict], str | None] | None = None,
+    stop_when: Callable[[int, dict], str | None] | None = None,
     on_start: Callable[[str], None] | None = None,
     optimizer: bool = False,
     background: bool = False,

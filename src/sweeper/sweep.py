@@ -19,7 +19,18 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from sweeper import baselines, data, devices, engines, policy, runner, schema, space, tracking
+from sweeper import (
+    baselines,
+    data,
+    devices,
+    engines,
+    metrics,
+    policy,
+    runner,
+    schema,
+    space,
+    tracking,
+)
 from sweeper.config import SweepSpec
 from sweeper.engines.base import COMPLETE, PRUNED, Engine, Outcome, PastTrial, Report
 from sweeper.errors import SweeperError, disk_full
@@ -62,6 +73,7 @@ class SweepRun:
         self._opening: Future[tuple[str, tracking.ParentRun]] | None = None
         self.started = time.perf_counter()
         self.best_number: int | None = None  # the trial the parent names as best
+        self.refit_elsewhere = False  # another worker claimed the refit (and the parent's end)
 
     @property
     def experiment(self) -> str:
@@ -97,7 +109,7 @@ class SweepRun:
             return
         try:
             tracking.configure(self.tracking_uri)
-            experiment = tracking.experiment_id(self.dataset.name)
+            experiment = tracking.experiment_id(self.dataset.name, self.dataset.identity)
             opening.set_result((experiment, _open_parent(self.spec, self.dataset, experiment)))
         except Exception as error:
             where = self.tracking_uri or "the default store"
@@ -116,9 +128,19 @@ class SweepRun:
         return self._recipes_run
 
     def end(self, status: str) -> None:
-        """Ends the parent run with MLflow's `status`, if it was opened."""
+        """Ends the parent run with MLflow's `status`, if it was opened and no other worker
+        claimed the refit (that one ends it, after its refit)."""
+        if self.refit_elsewhere and status == "FINISHED":
+            return
         if self._opening is not None and self.tracking_failed() is None:
             self.parent.end(status)
+
+    def claim_refit(self, number: int) -> bool:
+        """Claims the refit of trial `number` in the study's storage; False (and the parent
+        left to the claimant) when another worker has it."""
+        claimed = self.engine.claim_refit(number)
+        self.refit_elsewhere = not claimed
+        return claimed
 
     def stop_reason(self, trials: Sequence[PastTrial], *, holding: bool = False) -> str | None:
         if (full := tracking.disk_full_on_writer()) and not self.policy.fatal:
@@ -151,6 +173,7 @@ class SweepRun:
         except SweeperError as error:  # the store cannot be opened: no trial can be logged
             self.policy.record(failed=True, error=str(error), fatal=True)
             raise
+        self.mark_front()  # the engine has recorded the trials before this one
         is_baseline = family not in recipes_run and (family, params) in self.first_points
         if is_baseline:
             recipes_run.add(family)
@@ -163,6 +186,7 @@ class SweepRun:
             policy.finished(self.engine.trials()),
             spec.trials,
         )
+        started = time.perf_counter()
         should_prune = None
         if report:
             should_prune = lambda epoch, logs: report(epoch + 1, logs.get(spec.metric, math.nan))  # noqa: E731
@@ -188,8 +212,11 @@ class SweepRun:
                 parent_run_id=lambda: self.parent.run_id,
                 should_prune=should_prune,
                 precision=spec.precision,
-                stop_when=lambda logs: self.policy.stop_after_epoch(
-                    logs.get(spec.metric, math.nan)
+                stop_when=lambda epoch, logs: self.policy.stop_after_epoch(
+                    logs.get(spec.metric, math.nan),
+                    epoch,
+                    classes=self.dataset.n_classes,
+                    val_images=len(self.dataset.y_val),
                 ),
                 on_start=on_start,
                 optimizer=spec.save_optimizer,
@@ -210,9 +237,16 @@ class SweepRun:
             log.info("  %s failed: %s: %s", label, type(error).__name__, error)
             raise
         self.policy.record(failed=False)
+        if not result.pruned and not result.stopped_by:  # a whole trial's time
+            self.policy.trial_took(family, time.perf_counter() - started)
         value = result.score(spec.metric)  # the saved model's, at its epoch
         self._record(number, label, run, value, result)
-        return Outcome(value, result.pruned)
+        if spec.constraints and not result.pruned:
+            feasible = all(result.costs[m] <= bound for m, bound in spec.constraints.items())
+            self._later(
+                lambda: tracking.set_tags(run.run_id, {names.FEASIBLE: "yes" if feasible else "no"})
+            )
+        return Outcome(value, result.pruned, result.costs)
 
     def _record(self, number, label, run, value, result):
         state = names.PRUNED if result.pruned else names.COMPLETE
@@ -220,11 +254,12 @@ class SweepRun:
         best = self.update_best([latest])
         elapsed = time.perf_counter() - self.started
         log.info(
-            "  %s %s: %s=%.4f test_accuracy=%.4f; best so far %.4f (%.1f min)",
+            "  %s %s: %s=%.4f%s test_accuracy=%.4f; best so far %.4f (%.1f min)",
             label,
             state,
             self.spec.metric,
             value,
+            self._noise(value),
             result.test[names.TEST_ACCURACY],
             best.value if best and best.value is not None else value,
             elapsed / 60,
@@ -242,6 +277,12 @@ class SweepRun:
                 label,
                 elapsed / 60,
             )
+
+    def _noise(self, value: float) -> str:
+        """ " +-SE" of an accuracy on this sweep's validation images; "" for other metrics."""
+        if not self.spec.metric.endswith("accuracy"):
+            return ""
+        return f" +-{metrics.standard_error(value, len(self.dataset.y_val)):.4f}"
 
     def _plan_refit(self, label: str, result) -> None:
         """States, once, the refit that `budget.minutes` leaves room for, as measured on the
@@ -266,6 +307,20 @@ class SweepRun:
             refit_images,
             label,
         )
+
+    def mark_front(self) -> None:
+        """Tags each trial run of a multi-objective sweep `pareto=yes` or `no` as the
+        engine's front now stands (the UI filters on `tags.pareto = 'yes'`)."""
+        if len(self.spec.objectives) < 2:
+            return
+        front = set(self.engine.front())
+        self._later(lambda: tracking.mark_front(self.parent.run_id, front))
+
+    def log_front(self) -> None:
+        """The front's figure and table on the parent run, as the study ends."""
+        if len(self.spec.objectives) > 1:
+            self.mark_front()
+            self._later(lambda: self.parent.log_front(self.spec.objectives))
 
     def check_failures(self) -> None:
         """Raises when this process stopped because trials kept failing: a sweep that ends so
@@ -363,6 +418,7 @@ def run_sweep(
         else:
             sweep.engine.search(sweep)
         sweep.update_best(again=True)  # other workers may have written since
+        sweep.mark_front()
         sweep.check_failures()
         if not supervised:
             finish(sweep, data_dir)
@@ -391,6 +447,7 @@ def finish(sweep: SweepRun, data_dir: str | None) -> None:
     """After the search: the refit of the best trial, on all the training data; then only
     the best trials keep their models."""
     spec = sweep.spec
+    sweep.log_front()
     tracking.flush()  # the search's runs, which the refit reads
     if spec.refit_epochs or spec.refit_from_minutes:  # no `data.limit`; --limit holds
         refit(
@@ -401,6 +458,7 @@ def finish(sweep: SweepRun, data_dir: str | None) -> None:
             sweep.engine.trials(),
             ends_at=sweep.ends_at,
             trial_images=len(sweep.dataset.y_train),
+            claim=sweep.claim_refit,
         )
     keep_best_models(sweep)
 
@@ -455,6 +513,7 @@ def refit(
     *,
     ends_at: float | None = None,
     trial_images: int | None = None,
+    claim: Callable[[int], bool] = lambda number: True,
 ) -> tracking.TrialRecorder | None:
     """Retrains the best completed trial (chosen on validation) on all of `dataset`'s
     training and validation data (no `data.limit`) for `spec.refit_epochs`, or with
@@ -463,9 +522,17 @@ def refit(
     run of a search made of short ones. Its test accuracy is measured once, after the
     choice; a sweep resumed later refits only a new best.
     """
-    best = policy.best(trials, spec.direction)
-    if best is None or not (spec.refit_epochs or spec.refit_from_minutes):
+    if not (spec.refit_epochs or spec.refit_from_minutes):
         return None
+    best, why = policy.refit_choice(
+        trials,
+        spec.direction,
+        recipe_trials(parent.run_id),
+        len(dataset.y_val) if spec.metric.endswith("accuracy") else None,
+    )
+    if best is None:
+        return None
+    log.info("refit: trial %d, %s", best.number, why)
     trial = tracking.trial_of(parent.run_id, best.number)
     if trial is None:
         return None
@@ -477,6 +544,14 @@ def refit(
         }
     ):
         log.info("refit: %s is refitted already", trial.info.run_name)
+        return None
+    if not claim(best.number):
+        log.info(
+            "refit: another worker of study %s claimed the refit of %s; it refits it and "
+            "ends the sweep's parent run",
+            spec.study,
+            trial.info.run_name,
+        )
         return None
     family = trial.data.params["family"]
     params = {
@@ -536,6 +611,7 @@ def refit(
     tags = {
         names.KIND: names.KIND_REFIT,
         names.REFIT_OF: trial.info.run_id,
+        names.REFIT_CHOICE: why,
         names.TRIAL_NUMBER: best.number,
         names.ENGINE: spec.engine,
         names.STUDY: spec.study,
@@ -553,7 +629,7 @@ def refit(
         precision=spec.precision,
         optimizer=spec.save_optimizer,
     )
-    parent.log_refit(result.test, f"{label} ({run.run_id})")
+    parent.log_refit(result.test, f"{label} ({run.run_id})", why)
     log.info(
         "  %s complete: test_accuracy=%.4f%s",
         label,
@@ -563,6 +639,12 @@ def refit(
         else "",
     )
     return run
+
+
+def recipe_trials(parent_run_id: str) -> set[int]:
+    """The numbers of a sweep's recipe (baseline) trials."""
+    runs = tracking.search_runs({names.PARENT: parent_run_id, names.BASELINE: "yes"})
+    return {int(r.data.tags[names.TRIAL_NUMBER]) for r in runs if names.TRIAL_NUMBER in r.data.tags}
 
 
 def _open_parent(spec: SweepSpec, dataset: data.Dataset, experiment: str) -> tracking.ParentRun:

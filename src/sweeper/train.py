@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import math
+import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from sweeper import families, schema
+from sweeper import families, policy, schema
 from sweeper.data import Dataset
 from sweeper.families._layers import ALTERNATING
 from sweeper.metrics import evaluate
 
 # Every optimizer takes Keras' decoupled `weight_decay` (0: none) and weight averaging
 # (`use_ema`); AdamW is Adam with the decay.
+# Why a trial stops pruned rather than complete: its loss went NaN, or it learned nothing in
+# its first epoch (`policy.at_chance`'s reason).
+PRUNING_STOPS = ("diverged", policy.AT_CHANCE)
+# `latency_ms`: single-image predictions timed after a warm-up; their median is logged.
+LATENCY_WARMUP, LATENCY_CALLS = 10, 50
 OPTIMIZERS = {
     "adam": lambda lr, p, kw: keras.optimizers.Adam(lr, **kw),
     "adamw": lambda lr, p, kw: keras.optimizers.AdamW(lr, **kw),
@@ -41,6 +49,7 @@ class TrialResult:
     pruned: bool = False
     stopped_by: str | None = None  # why it stopped before its epochs: "timeout", "target"
     model_epoch: int = 0  # the epoch (from 1) whose weights the model holds; 0: the last
+    costs: dict[str, float] = field(default_factory=dict)  # `costs`: size and latency
 
     @property
     def epochs(self) -> int:
@@ -56,17 +65,18 @@ class TrialResult:
 
 
 class StopWhen(keras.callbacks.Callback):
-    """Ends training after an epoch for which `reason(logs)` gives a reason (the sweep's
-    deadline, its target), and keeps it. Per epoch on purpose: a batch hook, as in
-    `TerminateOnNaN`, makes Keras wait for every batch's logs (~40% slower here on the CPU)."""
+    """Ends training after an epoch for which `reason(epoch, logs)` gives a reason (the
+    sweep's deadline, its target, a trial at chance), and keeps it. Per epoch on purpose: a
+    batch hook, as in `TerminateOnNaN`, makes Keras wait for every batch's logs (~40% slower
+    here on the CPU)."""
 
-    def __init__(self, reason: Callable[[dict], str | None]):
+    def __init__(self, reason: Callable[[int, dict], str | None]):
         super().__init__()
         self.reason = reason
         self.stopped_by: str | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if why := self.reason(logs or {}):
+        if why := self.reason(epoch, logs or {}):
             self.stopped_by = why
             self.model.stop_training = True
 
@@ -95,16 +105,16 @@ def train(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     should_prune: Callable[[int, dict], bool] | None = None,
     precision: str = "float32",
-    stop_when: Callable[[dict], str | None] | None = None,
+    stop_when: Callable[[int, dict], str | None] | None = None,
     verbose: int = 0,
 ) -> TrialResult:
     """Trains one model and scores it on the test set.
 
-    `should_prune(epoch, logs)` stops a losing trial (marked pruned); `stop_when(logs)` stops
-    one that is done early, giving why (deadline, target reached). A trial whose loss
-    diverges (NaN) stops there and counts as pruned, stopped by "diverged": samplers learn
-    from it and it is no failure. `precision` is a Keras dtype policy: "float32", or
-    "mixed_bfloat16" on CPUs with bf16.
+    `should_prune(epoch, logs)` stops a losing trial (marked pruned); `stop_when(epoch,
+    logs)` stops one early, giving why: done ("timeout", "target") or, for a reason in
+    `PRUNING_STOPS`, pruned. A trial whose loss diverges (NaN) stops there and counts as
+    pruned, stopped by "diverged": samplers learn from it and it is no failure.
+    `precision` is a Keras dtype policy: "float32", or "mixed_bfloat16" on CPUs with bf16.
     """
     p = schema.resolve(family, params)
     keras.backend.clear_session(free_memory=True)  # memory must not grow across trials
@@ -158,6 +168,7 @@ def train(
     model_epoch = restored.best_epoch + 1 if restored else len(history.get("loss", []))
     diverged = any(not math.isfinite(v) for v in history.get("loss", []))
     stopped_by = "diverged" if diverged else stopper.stopped_by if stopper else None
+    pruned = pruned or stopped_by in PRUNING_STOPS
 
     # A diverged model's outputs are NaN: scored as the nothing it predicts.
     probs = np.nan_to_num(model.predict(dataset.x_test, batch_size=512, verbose=0))
@@ -173,9 +184,10 @@ def train(
         probs,
         train_seconds,
         images / max(train_seconds, 1e-9),
-        pruned or diverged,
+        pruned,
         stopped_by,
         model_epoch,
+        costs(model, dataset.x_test[:1]),
     )
 
 
@@ -277,7 +289,42 @@ def _targets(p, y, n_classes):
     return np.eye(n_classes, dtype="float32")[y] if one_hot else y
 
 
-def _diverged(logs) -> str | None:
+def costs(model: keras.Model, image: np.ndarray) -> dict[str, float]:
+    """What a model costs to ship: trainable parameters, the size of its `.keras` file as
+    logged (no optimizer state), and the median latency of one image (`latency_ms`)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.keras"
+        keras.Model(model.inputs, model.outputs, name=model.name).save(path)
+        size = path.stat().st_size
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    return {
+        "params": float(trainable),
+        "model_mb": size / 1e6,
+        "latency_ms": latency_ms(model.predict_on_batch, image),
+    }
+
+
+def latency_ms(
+    predict: Callable[[np.ndarray], object],
+    image: np.ndarray,
+    *,
+    warmup: int = LATENCY_WARMUP,
+    calls: int = LATENCY_CALLS,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """The median milliseconds of `calls` single-image predictions, after `warmup` calls
+    (the first traces the graph), on this process's threads (`devices.setup`)."""
+    for _ in range(warmup):
+        predict(image)
+    seconds = []
+    for _ in range(calls):
+        start = clock()
+        predict(image)
+        seconds.append(clock() - start)
+    return statistics.median(seconds) * 1000
+
+
+def _diverged(epoch: int, logs: dict) -> str | None:
     loss = logs.get("loss")
     return "diverged" if loss is not None and not math.isfinite(loss) else None
 

@@ -20,11 +20,13 @@ if TYPE_CHECKING:  # the base imports config, which imports this registry
 @dataclass(frozen=True)
 class Registered:
     """An engine as the sweep file sees it: its module, its samplers, the first of which is
-    the default, and the pruners it takes (just "none" when it prunes on its own terms)."""
+    the default, the pruners it takes (just "none" when it prunes on its own terms), and
+    whether its study can start from earlier studies' best trials (`warm_start`)."""
 
     module: str
     samplers: tuple[str, ...]
     pruners: tuple[str, ...] = ("none",)
+    warm_starts: bool = False
 
     @property
     def default_sampler(self) -> str:
@@ -34,8 +36,9 @@ class Registered:
 ENGINES = {
     "optuna": Registered(
         "sweeper.engines.optuna_engine",
-        samplers=("tpe", "random", "cmaes", "gp", "grid"),
+        samplers=("tpe", "random", "cmaes", "gp", "grid", "nsga2"),
         pruners=("none", "median", "hyperband", "successive-halving"),
+        warm_starts=True,
     ),
     "keras-tuner": Registered(
         "sweeper.engines.keras_tuner_engine", samplers=("bayesian", "random", "hyperband")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from sweeper.config import SweepSpec
@@ -29,20 +29,24 @@ FINISHED = (COMPLETE, PRUNED)
 
 @dataclass(frozen=True)
 class PastTrial:
-    """One trial in an engine's store."""
+    """One trial in an engine's store: `value` is its first objective's; `feasible`,
+    whether it kept the sweep's constraints."""
 
     number: int
     state: str
     value: float | None = None
+    feasible: bool = True
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a trial gives its engine: the objective's best value, and whether it was pruned
-    (then `value` is the last reported one)."""
+    """What a trial gives its engine: the first objective's value, whether it was pruned
+    (then `value` is the last reported one), and what its model costs (`train.costs`:
+    params, model_mb, latency_ms), which further objectives and constraints weigh."""
 
     value: float
     pruned: bool
+    costs: dict[str, float] = field(default_factory=dict)
 
 
 # report(epoch from 1, value of the objective) -> True when the trial should stop (pruned)
@@ -101,6 +105,16 @@ class Engine(ABC):
         """Fails the running trials whose worker process died, and queues each again;
         returns their numbers. Engines whose study lives in one process have none."""
         return []
+
+    def front(self) -> list[int]:
+        """The numbers of the trials on the Pareto front of a multi-objective study (of
+        the feasible ones, with constraints); [] for an engine or study with one."""
+        return []
+
+    def claim_refit(self, number: int) -> bool:
+        """Claims the refit of trial `number` for this process, once per study: True for
+        the one process that gets it. A study only one process runs has no rival."""
+        return True
 
     @classmethod
     def importances(cls, study: str, storage: str | None = None) -> dict[str, dict[str, float]]:

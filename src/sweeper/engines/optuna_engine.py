@@ -9,6 +9,7 @@ machines, with heartbeats so a dead machine's trial is failed and retried too.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -22,7 +23,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from sweeper import space
+from sweeper import data, space
 from sweeper.config import SweepSpec
 from sweeper.engines import base
 from sweeper.errors import SweeperError
@@ -30,6 +31,7 @@ from sweeper.errors import SweeperError
 log = logging.getLogger(__name__)
 DEFAULT_STORAGE = Path("mlruns") / "optuna.journal"
 EARLIER_STORAGE = Path("mlruns") / "optuna.db"  # the default before the journal
+DATASET_ATTR = "dataset"  # a study's user attribute: the identity of its dataset
 STATES = {
     TrialState.WAITING: base.WAITING,
     TrialState.RUNNING: base.RUNNING,
@@ -59,19 +61,101 @@ class Engine(base.Engine):
             storage=self.store,
             sampler=_sampler(spec),
             pruner=_pruner(spec),
-            direction=StudyDirection[spec.direction.upper()],
+            directions=[StudyDirection[d.upper()] for _, d in spec.objectives],
             load_if_exists=True,
         )
+        self._bind_to_dataset()
         self.recover_lost()  # a worker killed before this start left its trial running
         if existing := len(self.study.get_trials(deepcopy=False)):
             # A resumed study must not replay the first session's random draws.
             self.study.sampler = _sampler(spec, seed=spec.seed + existing)
 
+    def _bind_to_dataset(self) -> None:
+        """A study holds one dataset's trials: a study name reused on another dataset is
+        refused, not merged into it."""
+        dataset = data.identity(self.spec.dataset)
+        bound = self.study.user_attrs.get(DATASET_ATTR)
+        if bound is None:
+            self.study.set_user_attr(DATASET_ATTR, dataset)
+        elif bound != dataset:
+            raise SweeperError(
+                f"study {self.spec.study!r} belongs to dataset {bound}, not {dataset}: give "
+                "this sweep another study name (study: in the sweep file)"
+            )
+
+    def warm_start_points(self) -> list[tuple[str, dict, str]]:
+        """The best configurations of earlier studies of the same dataset in this store
+        (`spec.warm_start`: all of them, or the one named), best first, that this sweep's
+        space holds: (family, params, where from). At most a quarter of the budget (1-3)."""
+        chosen = self.spec.warm_start
+        if chosen == "none":
+            return []
+        dataset = data.identity(self.spec.dataset)
+        found = []
+        for summary in optuna.get_all_study_summaries(self.store, include_best_trial=False):
+            name = summary.study_name
+            if name == self.spec.study or chosen not in ("all", name):
+                continue
+            if summary.user_attrs.get(DATASET_ATTR) != dataset:
+                if chosen == name:
+                    raise SweeperError(
+                        f"warm_start: study {name!r} is not of dataset {dataset} "
+                        f"({summary.user_attrs.get(DATASET_ATTR, 'its dataset is not known')})"
+                    )
+                continue
+            if summary.direction != self.study.direction:
+                continue
+            earlier = optuna.load_study(study_name=name, storage=self.store)
+            for trial in earlier.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                point = self._in_space(trial.params)
+                if point is not None and trial.value is not None:
+                    found.append((trial.value, *point, f"{name} #{trial.number}"))
+        if chosen != "all" and not any(where.startswith(f"{chosen} #") for *_, where in found):
+            log.info("warm start: study %r has no complete trial this space holds", chosen)
+        sign = 1 if self.spec.direction == "maximize" else -1
+        found.sort(key=lambda f: -sign * f[0])
+        points, seen = [], []
+        for _, family, params, where in found:
+            if (family, params) not in seen:
+                seen.append((family, params))
+                points.append((family, params, where))
+        return points[: max(1, min(3, self.spec.trials // 4))]
+
+    def _in_space(self, params: dict) -> tuple[str, dict] | None:
+        """An earlier trial's family and the values of this space's searched parameters,
+        where each it has lies in this space (one it lacks is sampled)."""
+        family = params.get("family")
+        if family not in self.spec.families:
+            return None
+        point = {}
+        for name, param in self.spec.families[family].items():
+            key = space.qualified(family, name)
+            if isinstance(param, space.Fixed) or key not in params:
+                continue
+            if not param.contains(params[key]):
+                return None
+            point[name] = params[key]
+        return family, point
+
     def trials(self) -> list[base.PastTrial]:
         return [
-            base.PastTrial(t.number, STATES[t.state], t.value)
+            base.PastTrial(
+                t.number,
+                STATES[t.state],
+                t.values[0] if t.values else None,
+                all(e <= 0 for e in self._constraints(t)),
+            )
             for t in self.study.get_trials(deepcopy=False)
         ]
+
+    def _constraints(self, trial: optuna.trial.FrozenTrial) -> list[float]:
+        return _Constraints(self.spec)(trial) if trial.state == TrialState.COMPLETE else []
+
+    def front(self) -> list[int]:
+        """Optuna's own front (`best_trials`: the feasible ones' with constraints)."""
+        if len(self.spec.objectives) < 2:
+            return []
+        return sorted(t.number for t in self.study.best_trials)
 
     def recover_lost(self) -> list[int]:
         """Fails each running trial whose worker process on this machine is gone (killed with
@@ -93,11 +177,13 @@ class Engine(base.Engine):
         return lost
 
     def search(self, sweep: base.Sweep) -> None:
+        fresh = not self.study.get_trials(deepcopy=False)
         for family, point in sweep.first_points:
-            self.study.enqueue_trial(
-                {"family": family, **{space.qualified(family, k): v for k, v in point.items()}},
-                skip_if_exists=True,
-            )
+            self._enqueue(family, point)
+        if fresh:  # a resumed study started from its earlier studies already
+            for family, point, where in self.warm_start_points():
+                log.info("warm start: %s's %s queued after the recipes", where, family)
+                self._enqueue(family, point)
 
         def stop(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             # Trials running on other workers hold budget too.
@@ -114,6 +200,25 @@ class Engine(base.Engine):
             )
             if sweep.stop_reason(self.trials()) or not self._wait_for_others(sweep):
                 return
+
+    def claim_refit(self, number: int) -> bool:
+        """Atomic in any storage: creating a study whose name another process created
+        first fails (a unique name in an RDB, the journal's order in a file), so of the
+        workers that finish together exactly one refits."""
+        try:
+            claim = optuna.create_study(
+                study_name=f"{self.spec.study}.refit-of-{number}", storage=self.store
+            )
+        except optuna.exceptions.DuplicatedStudyError:
+            return False
+        claim.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        return True
+
+    def _enqueue(self, family: str, point: dict) -> None:
+        self.study.enqueue_trial(
+            {"family": family, **{space.qualified(family, k): v for k, v in point.items()}},
+            skip_if_exists=True,
+        )
 
     @classmethod
     def importances(cls, study: str, storage: str | None = None) -> dict[str, dict[str, float]]:
@@ -133,7 +238,7 @@ class Engine(base.Engine):
                 found[family] = optuna.importance.get_param_importances(loaded, params=params)
         return found
 
-    def _objective(self, trial: optuna.Trial, sweep: base.Sweep) -> float:
+    def _objective(self, trial: optuna.Trial, sweep: base.Sweep) -> float | tuple[float, ...]:
         if sweep.stop_reason(self.trials()) or self._over_budget(trial, sweep):
             self.study.stop()
             trial.set_user_attr("skipped", "the budget was reached by other workers")
@@ -154,12 +259,16 @@ class Engine(base.Engine):
             trial.number,
             family,
             params,
-            report=report,
+            report=report if len(self.spec.objectives) == 1 else None,  # Optuna prunes one
             on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
         )
+        for name, value in outcome.costs.items():  # what constraints and the front read
+            trial.set_user_attr(name, value)
         if outcome.pruned:
             raise optuna.TrialPruned()
-        return outcome.value
+        if len(self.spec.objectives) == 1:
+            return outcome.value
+        return (outcome.value, *(outcome.costs[m] for m, _ in self.spec.more_objectives))
 
     def _over_budget(self, trial: optuna.Trial, sweep: base.Sweep) -> bool:
         """Whether trials numbered before this one, any worker's, hold the whole budget."""
@@ -298,11 +407,16 @@ def suggest(trial: optuna.Trial, name: str, param: space.Param) -> object:
 
 def _sampler(spec, seed=None):
     seed = spec.seed if seed is None else seed
+    constraints = _Constraints(spec) if spec.constraints else None
     if spec.sampler == "tpe":
         # Small budgets: start modelling after a third of the trials, not Optuna's fixed 10.
         return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=max(3, min(10, spec.trials // 3))
+            seed=seed,
+            n_startup_trials=max(3, min(10, spec.trials // 3)),
+            constraints_func=constraints,
         )
+    if spec.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "cmaes":
@@ -312,10 +426,21 @@ def _sampler(spec, seed=None):
             import torch  # noqa: F401  (GPSampler's requirement)
         except ImportError:
             raise SweeperError("sampler gp needs PyTorch: pip install torch") from None
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints)
     if spec.sampler == "grid":
         return optuna.samplers.GridSampler(space.grid(spec.families) or {}, seed=seed)
     raise SweeperError(f"Unknown optuna sampler {spec.sampler!r}")
+
+
+class _Constraints:
+    """Optuna's `constraints_func`: each bound's excess (<= 0 is kept) from the costs a
+    trial recorded; one that recorded none (pruned early) breaks them all."""
+
+    def __init__(self, spec: SweepSpec):
+        self.bounds = dict(spec.constraints)
+
+    def __call__(self, trial: optuna.trial.FrozenTrial) -> list[float]:
+        return [trial.user_attrs.get(m, math.inf) - b for m, b in self.bounds.items()]
 
 
 def _pruner(spec):

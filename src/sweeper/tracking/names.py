@@ -15,6 +15,7 @@ BASELINE = "baseline"  # on a trial: "yes"/"no"; on a sweep or baseline run: the
 DOCUMENTED_ACCURACY = "documented_accuracy"
 RERUN_OF = "rerun_of"
 REFIT_OF = "refit_of"  # on a refit run: the run id of the trial it retrains
+REFIT_CHOICE = "refit_choice"  # on a refit run: why its trial (the best, or the recipe)
 ERROR = "error"
 MODEL_DROPPED = "model_dropped"  # why its model was deleted (a sweep's keep_models)
 STOPPED_BY = "stopped_by"  # why a trial stopped before its epochs: "timeout" or "target"
@@ -23,6 +24,7 @@ DESCRIPTION = "mlflow.note.content"  # a run's description, shown on its page
 # MLflow 3's UI opens an experiment on its GenAI traces unless this tag says model training.
 EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
+DATASET_IDENTITY = "sweeper.dataset"  # on an experiment: its dataset (`data.identity`)
 # Tags on the sweep's parent run.
 BEST_RUN = "best_run"
 TARGET_REACHED_BY = "target_reached_by"
@@ -42,7 +44,11 @@ TEST_ACCURACY_TTA = "test_accuracy_tta"
 REFIT_TEST_ACCURACY = "refit_test_accuracy"
 BASELINE_DOCUMENTED_ACCURACY = "baseline_documented_accuracy"
 TARGET_REACHED_SECONDS = "target_reached_seconds"
-PARAMS_COUNT = "params_count"
+PARAMS_COUNT = "params_count"  # all of them; `params`: the trainable ones
+# What a model costs (`train.costs`), logged by every run and weighed by `objectives:`.
+COSTS = ("params", "model_mb", "latency_ms")
+PARETO = "pareto"  # on a trial of a multi-objective sweep: "yes" on the front, else "no"
+FEASIBLE = "feasible"  # on a trial of a sweep with constraints: "yes" or "no"
 TRAIN_SECONDS = "train_seconds"
 IMAGES_PER_SECOND = "images_per_second"
 EPOCHS = "epochs"

@@ -7,7 +7,6 @@ server. `MLFLOW_TRACKING_URI` or `--tracking-uri` points elsewhere (an MLflow se
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -17,6 +16,8 @@ import mlflow
 from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
+from sweeper.errors import SweeperError
+from sweeper.metrics import standard_error
 from sweeper.tracking import names
 from sweeper.tracking.query import where
 
@@ -39,14 +40,26 @@ def configure(tracking_uri: str | None = None) -> str:
     return uri
 
 
-def experiment_id(name: str) -> str:
-    """The experiment for a dataset, created on first use (artifacts beside a local store)."""
+def experiment_id(name: str, identity: str | None = None) -> str:
+    """The experiment for a dataset, created on first use (artifacts beside a local store).
+    `identity` (a folder's resolved path): an experiment of the same name that holds
+    another dataset's runs is refused, not mixed into."""
     found = mlflow.get_experiment_by_name(name)
     if found:
+        held = found.tags.get(names.DATASET_IDENTITY)
+        if identity and held and held != identity:
+            raise SweeperError(
+                f"MLflow experiment {name!r} holds the runs of {held}; {identity} has the same "
+                "name: give its folder another name (the experiment takes it), or use another "
+                "--tracking-uri"
+            )
+        client = MlflowClient()
         if names.EXPERIMENT_KIND not in found.tags:  # made before sweeper tagged its kind
-            MlflowClient().set_experiment_tag(
+            client.set_experiment_tag(
                 found.experiment_id, names.EXPERIMENT_KIND, names.MODEL_TRAINING
             )
+        if identity and not held:
+            client.set_experiment_tag(found.experiment_id, names.DATASET_IDENTITY, identity)
         return found.experiment_id
     location = None
     uri = mlflow.get_tracking_uri()
@@ -56,7 +69,10 @@ def experiment_id(name: str) -> str:
         return mlflow.create_experiment(
             name,
             artifact_location=location,
-            tags={names.EXPERIMENT_KIND: names.MODEL_TRAINING},  # the UI opens on the runs
+            tags={  # the UI opens on the runs
+                names.EXPERIMENT_KIND: names.MODEL_TRAINING,
+                **({names.DATASET_IDENTITY: identity} if identity else {}),
+            },
         )
     except mlflow.exceptions.MlflowException:  # another worker created it first
         return mlflow.get_experiment_by_name(name).experiment_id
@@ -95,6 +111,24 @@ def trial_of(parent_run_id: str, number: int) -> Run | None:
         }
     )
     return runs[0] if runs else None
+
+
+def set_tags(run_id: str, tags: dict[str, str]) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+
+
+def mark_front(parent_run_id: str, front: set[int]) -> None:
+    """Tags a sweep's complete trials `pareto=yes` (their number in `front`) or `no`,
+    writing only the tags that change."""
+    for run in children(parent_run_id):
+        tags = run.data.tags
+        if tags.get(names.KIND) != names.KIND_TRIAL or tags.get(names.STATE) != names.COMPLETE:
+            continue
+        wanted = "yes" if int(tags.get(names.TRIAL_NUMBER, -1)) in front else "no"
+        if tags.get(names.PARETO) != wanted:
+            MlflowClient().set_tag(run.info.run_id, names.PARETO, wanted)
 
 
 def get_run(run_id: str) -> Run | None:
@@ -193,11 +227,50 @@ class ParentRun:
         self.client.log_metric(self.run_id, names.TARGET_REACHED_SECONDS, seconds, step=number)
         self.client.set_tag(self.run_id, names.TARGET_REACHED_BY, run_label)
 
-    def log_refit(self, test: dict[str, float], run_label: str) -> None:
+    def log_refit(self, test: dict[str, float], run_label: str, why: str = "") -> None:
+        """The refit's test accuracy, its run, and `why` its trial was the one refitted."""
         for name in (names.TEST_ACCURACY, names.TEST_ACCURACY_TTA):
             if name in test:
                 self.client.log_metric(self.run_id, f"refit_{name}", test[name])
         self.client.set_tag(self.run_id, names.REFIT_RUN, run_label)
+        if why:
+            self.client.set_tag(self.run_id, names.REFIT_CHOICE, why)
+
+    def log_front(self, objectives: list[tuple[str, str]]) -> None:
+        """The Pareto front of a multi-objective sweep, from its trials' `pareto` tags: a
+        figure (`pareto_front.png`: the first objective against each other one, the recipe
+        trials marked) and a table (`pareto_front.md`)."""
+        from sweeper.plots import front_figure
+
+        metrics = [m for m, _ in objectives]
+        runs = [
+            r
+            for r in children(self.run_id)
+            if r.data.tags.get(names.KIND) == names.KIND_TRIAL
+            and r.data.tags.get(names.STATE) == names.COMPLETE
+            and all(m in r.data.metrics for m in metrics)
+        ]
+        if not runs:
+            return
+
+        def point(run: Run) -> dict[str, float]:
+            return {m: run.data.metrics[m] for m in metrics}
+
+        front = [r for r in runs if r.data.tags.get(names.PARETO) == "yes"]
+        recipes = [point(r) for r in runs if r.data.tags.get(names.BASELINE) == "yes"]
+        figure = front_figure(
+            [point(r) for r in runs], [point(r) for r in front], recipes, metrics[0], metrics[1:]
+        )
+        self.client.log_figure(self.run_id, figure, "pareto_front.png")
+        header = ["trial", *metrics, names.TEST_ACCURACY]
+        rows = [
+            [r.info.run_name, *(f"{r.data.metrics.get(m, float('nan')):.4g}" for m in header[1:])]
+            for r in sorted(front, key=lambda r: -r.data.metrics[metrics[0]])
+        ]
+        table = "\n".join(
+            "| " + " | ".join(row) + " |" for row in [header, ["---"] * len(header), *rows]
+        )
+        self.client.log_text(self.run_id, table + "\n", "pareto_front.md")
 
     def end(self, status: str) -> None:
         """`status`: MLflow's FINISHED, FAILED or KILLED. The sweep's answer is written first
@@ -224,14 +297,15 @@ class ParentRun:
             lines.append(
                 f"**Result**: {result:.2%} test accuracy"
                 + (f" ({tta:.2%} with test-time augmentation)" if tta is not None else "")
-                + f", `{refit}`: the winner refitted on all training data."
+                + f", `{refit}`: refitted on all training data"
+                + (f" ({why})." if (why := tags.get(names.REFIT_CHOICE)) else ".")
             )
         if best := tags.get(names.BEST_RUN):
             value = metrics.get(names.best(metric))
             winner = self.client.get_run(best.rsplit("(", 1)[-1].rstrip(")"))
             n_val = int(winner.data.params.get("val_size", 0) or 0)
             error = (
-                f" ± {math.sqrt(value * (1 - value) / n_val):.4f} (one standard error, "
+                f" ± {standard_error(value, n_val):.4f} (one standard error, "
                 f"{n_val:,} validation images)"
                 if value is not None and n_val and metric.endswith("accuracy")
                 else ""

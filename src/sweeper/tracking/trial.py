@@ -78,6 +78,7 @@ def log_final_metrics(run_id: str, result: Any) -> None:
         # the saved model's: its epoch's (early stopping restores one), not the best seen
         names.BEST_VAL_ACCURACY: result.score("val_accuracy"),
         names.MODEL_EPOCH: result.model_epoch,
+        **result.costs,  # params, model_mb, latency_ms: what an objective may weigh
     }
     MlflowClient().log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items()])
 

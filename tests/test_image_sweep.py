@@ -1,0 +1,54 @@
+"""sweeper's default sweep for a folder or CSV of images: sized to the images, valid, logged."""
+
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from conftest import write_image_folder
+from sweeper import config, image_sweep
+from sweeper.cli import main
+
+
+def test_the_recipe_is_sized_to_the_images(tmp_path):
+    folder = write_image_folder(tmp_path / "photos", ("a", "b", "c"), 500, size=(100, 80))
+    text = image_sweep.default_sweep(f"folder:{folder}")
+    body = yaml.safe_load(text)
+    resnet = body["families"]["resnet"]
+    assert body["data"]["image_size"] == [80, 80]  # the median shorter side
+    # 1,500 images: 1,200 to train on, 240 of them held out: 960 -> batch 16, 60 steps
+    assert resnet["batch_size"] == 16
+    assert body["budget"]["max_epochs"] == 9  # >= 500 steps a trial
+    assert resnet["learning_rate"] == {"float": [0.0031, 0.025], "log": True}  # 0.4 at 256
+    assert resnet["translate"] == {"choice": [5, 10]}
+    assert "transfer" not in body["families"]
+    assert "1500 images in 3 classes" in text
+    spec = config.from_text(text, "default")  # valid as any sweep file
+    assert spec.study == "photos" and spec.minutes == image_sweep.MINUTES
+    chosen = yaml.safe_load(image_sweep.default_sweep(f"folder:{folder}", image_size=48))
+    assert chosen["data"]["image_size"] == [48, 48]
+
+
+def test_a_backbone_adds_the_transfer_family(tmp_path):
+    folder = write_image_folder(tmp_path / "photos", ("a", "b"), 20)
+    body = yaml.safe_load(image_sweep.default_sweep(f"folder:{folder}", backbone="mine.keras"))
+    assert body["families"]["transfer"]["backbone"] == "mine.keras"
+    imagenet = image_sweep.default_sweep(f"folder:{folder}", backbone="imagenet")
+    transfer = yaml.safe_load(imagenet)["families"]["transfer"]
+    assert (transfer["backbone"], transfer["weights"]) == ("vgg16", "imagenet")
+
+
+def test_sweep_of_a_folder_needs_no_sweep_file(workdir):
+    folder = write_image_folder(workdir / "pets", ("cat", "dog"), 12)
+    args = ["sweep", f"folder:{folder}", "--trials", "1", "--epochs", "1", "--refit-epochs", "0"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"sweeper's default for folder:{folder}: 24 images in 2 classes" in result.output
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("pets")
+    parent = client.search_runs([experiment.experiment_id], "tags.kind = 'sweep'")[0]
+    logged = client.download_artifacts(parent.info.run_id, "sweep.yaml", str(workdir))
+    assert yaml.safe_load(Path(logged).read_text())["dataset"] == f"folder:{folder}"
+    wrong = CliRunner().invoke(main, ["sweep", "sweeps/mnist.yaml", "--backbone", "x.keras"])
+    assert wrong.exit_code == 2 and "for folder: or csv: datasets" in wrong.output

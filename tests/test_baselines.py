@@ -1,6 +1,7 @@
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
+from conftest import write_image_folder
 from sweeper import baselines, families, schema
 from sweeper.cli import main
 
@@ -38,7 +39,9 @@ def test_baseline_runs_as_documented_and_is_tagged(workdir):
     assert run.data.metrics["params_count"] == 628_630
 
 
-def test_catsdogs_runs_on_any_two_class_folder(workdir, image_folder):
+def test_catsdogs_runs_on_any_two_class_folder(workdir):
+    # its own folder name: the session's store binds an experiment to one folder per name
+    image_folder = write_image_folder(workdir / "catsdogs-pets")
     result = CliRunner().invoke(
         main,
         [
@@ -56,10 +59,11 @@ def test_catsdogs_runs_on_any_two_class_folder(workdir, image_folder):
     )
     assert result.exit_code == 0, result.output
     run = MlflowClient().get_run(result.output.strip().split()[-1])
-    assert run.data.params["loss"] == "mse" and run.data.params["dataset"] == "pets"
+    assert run.data.params["loss"] == "mse" and run.data.params["dataset"] == "catsdogs-pets"
 
 
-def test_transfer_baseline_with_random_weights(workdir, image_folder):
+def test_transfer_baseline_with_random_weights(workdir):
+    image_folder = write_image_folder(workdir / "transfer-pets")
     result = CliRunner().invoke(
         main,
         [
@@ -104,3 +108,26 @@ def test_a_flipping_recipe_is_refused_on_digits(workdir):
         "resnet-cifar10 on mnist: flip=horizontal and tta=flip mirror the images, and a "
         "mirrored image of mnist is no longer of its class; add --set flip=none --set tta=none"
     ) in result.output
+
+
+def test_sigterm_ends_a_baseline_run_failed_not_running(tmp_path, data_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SWEEPER_DATA_DIR": str(data_dir)}
+    command = [sys.executable, "-m", "sweeper.cli", "baseline", "mlp-mnist", "--epochs", "500"]
+    baseline = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    for line in baseline.stdout:  # the run is open and training once epochs are printed
+        if "epoch 2/500" in line:
+            break
+    baseline.send_signal(signal.SIGTERM)  # what a scheduler or `docker stop` sends
+    rest, _ = baseline.communicate(timeout=120)
+    assert baseline.returncode == 130, rest
+    client = MlflowClient(uri)
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FAILED" and run.data.tags["state"] == "failed"

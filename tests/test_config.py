@@ -63,7 +63,7 @@ def test_a_valid_file_loads_into_a_spec(tmp_path):
         ),
         (
             {"sampler": "bayesian"},
-            "sampler: expected a sampler of optuna (tpe, random, cmaes, gp, grid)",
+            "sampler: expected a sampler of optuna (tpe, random, cmaes, gp, grid, nsga2)",
         ),
         (
             {"pruner": "patience"},

@@ -84,13 +84,15 @@ def test_unreadable_images_are_skipped_and_counted(image_folder, caplog, monkeyp
     assert "skipped 1 unreadable image(s) of 25" in caplog.text
 
 
-def test_skipped_images_are_a_param_of_the_sweep(workdir, image_folder):
+def test_skipped_images_are_a_param_of_the_sweep(workdir):
     import yaml
     from click.testing import CliRunner
 
     from sweeper import tracking
     from sweeper.cli import main
 
+    # its own folder name: the session's store binds an experiment to one folder per name
+    image_folder = write_image_folder(workdir / "skipped-pets")
     (image_folder / "dog" / "broken.png").write_bytes(b"not an image")
     path = workdir / "pets.yaml"
     path.write_text(

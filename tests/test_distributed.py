@@ -57,7 +57,9 @@ def cluster(tmp_path_factory):
     subprocess.run([script, "stop"], env=env, capture_output=True)
 
 
-def start_workers(n, path, storage, tracking, workdir, data_dir, beat="30"):
+def start_workers(n, path, storage, tracking, workdir, data_dir, beat="30", elsewhere=()):
+    """`elsewhere`: the workers (by index) that run under another host name, as on another
+    machine: their trials only heartbeats can tell dead."""
     env = {**os.environ, "SWEEPER_DATA_DIR": str(data_dir), "SWEEPER_HEARTBEAT_SECONDS": beat}
     command = [
         sys.executable,
@@ -76,8 +78,13 @@ def start_workers(n, path, storage, tracking, workdir, data_dir, beat="30"):
     workers = []
     for i in range(n):
         log = open(workdir / f"worker{i}.log", "w")  # noqa: SIM115 (closed at exit)
+        host = ["unshare", "--uts", "sh", "-c", 'hostname elsewhere && exec "$@"', "sh"]
         worker = subprocess.Popen(
-            command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+            [*(host if i in elsewhere else []), *command],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         worker.log_path = log.name
         workers.append(worker)
@@ -133,12 +140,18 @@ def test_three_workers_share_one_budget(cluster, tmp_path, data_dir):
 
 
 def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cluster, tmp_path, data_dir):
+    if subprocess.run(["unshare", "--uts", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs `unshare --uts` (root) to run a worker under another host name")
     storage, tracking = cluster
     slow = {**TINY_SWEEP["families"]["cnn"], "early_stopping_patience": 0}
     path = write_sweep(
         tmp_path, "killed", 6, families={"cnn": slow}, budget={"trials": 6, "max_epochs": 30}
     )  # trials long enough that the kill lands inside one, not between two
-    workers = start_workers(3, path, storage, tracking, tmp_path, data_dir, beat="2")
+    # the victim runs "on another machine": the others cannot see its process, only its
+    # trial's heartbeats stopping
+    workers = start_workers(
+        3, path, storage, tracking, tmp_path, data_dir, beat="2", elsewhere=(0,)
+    )
     victim = workers[0]
     killed = None
     for _ in range(600):
@@ -172,6 +185,8 @@ def test_a_killed_worker_trial_is_failed_by_heartbeat_and_retried(cluster, tmp_p
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 6
     lost = MlflowClient().get_run(killed.user_attrs["mlflow_run_id"])
     assert lost.info.status == "FAILED" and "its worker died" in lost.data.tags["error"]
+    assert "heartbeat lost" in lost.data.tags["error"]  # not this machine's process check
+    assert killed.user_attrs["worker"].startswith("elsewhere:")
     _, children = sweep_runs(tracking, "killed")
     assert len([c for c in children if c.data.tags["state"] == "complete"]) == 6
 

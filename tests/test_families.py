@@ -135,6 +135,14 @@ def test_augmentation_acts_in_training_only():
     assert np.allclose(model(x, training=False), model(x, training=False))
     names = {layer.name for layer in model.layers}
     assert {"translate", "flip", "cutout"} <= names
+    # in training each layer changes the images, differently from call to call
+    for name in ("translate", "flip", "cutout"):
+        layer = model.get_layer(name)
+        pixels = x.astype("float32")
+        seen = [np.asarray(layer(pixels, training=True)) for _ in range(4)]
+        assert any(not np.allclose(s, pixels) for s in seen), name
+        assert any(not np.allclose(a, b) for a, b in zip(seen, seen[1:])), name
+        assert np.allclose(layer(pixels, training=False), pixels), name
 
 
 def test_transfer_takes_a_keras_file_of_our_own_cut_before_its_classifier(tmp_path):

@@ -40,13 +40,13 @@ def test_a_backbone_adds_the_transfer_family(tmp_path):
 
 
 def test_sweep_of_a_folder_needs_no_sweep_file(workdir):
-    folder = write_image_folder(workdir / "pets", ("cat", "dog"), 12)
+    folder = write_image_folder(workdir / "default-pets", ("cat", "dog"), 12)
     args = ["sweep", f"folder:{folder}", "--trials", "1", "--epochs", "1", "--refit-epochs", "0"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert f"sweeper's default for folder:{folder}: 24 images in 2 classes" in result.output
     client = MlflowClient()
-    experiment = client.get_experiment_by_name("pets")
+    experiment = client.get_experiment_by_name("default-pets")
     parent = client.search_runs([experiment.experiment_id], "tags.kind = 'sweep'")[0]
     logged = client.download_artifacts(parent.info.run_id, "sweep.yaml", str(workdir))
     assert yaml.safe_load(Path(logged).read_text())["dataset"] == f"folder:{folder}"

@@ -104,21 +104,31 @@ def test_a_met_target_stops_the_trial_and_the_sweep(workdir, engine):
     "engine,sampler",
     [("optuna", "random"), ("keras-tuner", "random"), ("keras-tuner", "hyperband")],
 )
-def test_a_passed_timeout_starts_no_more_trials(workdir, engine, sampler):
+def test_a_passed_timeout_starts_no_more_trials(workdir, monkeypatch, engine, sampler):
+    from sweeper import policy
+
     study = f"timeout-{engine}-{sampler}"
     path = sweep_file(
         workdir,
         study,
         engine=engine,
         sampler=sampler,
-        budget={"trials": 4, "max_epochs": 2, "timeout_minutes": 0.0001},
+        budget={"trials": 4, "max_epochs": 2, "timeout_minutes": 10},
     )
+    clock = [1_000_000.0]
+    monkeypatch.setattr(policy, "now", lambda: clock[0])
+    judge = policy.Policy.stop_after_epoch
+
+    def ten_minutes_later(self, *args, **kwargs):  # the first epoch took the whole timeout
+        clock[0] += 601
+        return judge(self, *args, **kwargs)
+
+    monkeypatch.setattr(policy.Policy, "stop_after_epoch", ten_minutes_later)
     result = CliRunner().invoke(main, ["sweep", str(path)])
     assert result.exit_code == 0, result.output
-    children = children_of(parent_of(study).info.run_id)
-    assert len(children) <= 1  # Optuna always runs one; either ends it after an epoch
-    assert all(c.data.metrics["epochs"] == 1 for c in children)
-    assert all(c.data.tags["stopped_by"] == "timeout" for c in children)
+    [child] = children_of(parent_of(study).info.run_id)  # the one trial, and no other
+    assert child.data.metrics["epochs"] == 1 and child.data.tags["stopped_by"] == "timeout"
+    assert child.data.tags["state"] == "complete"
 
 
 class AlwaysPrune(optuna.pruners.BasePruner):
@@ -615,3 +625,12 @@ def test_a_two_objective_sweep_tags_its_front_and_best_honours_limits(workdir):
     expected = min(within, key=lambda t: (-t.data.metrics["best_val_accuracy"], t.info.start_time))
     assert f"best run  {expected.info.run_id}" in small.output
     assert "trainable parameters" in small.output
+    point = next(t for t in done if t.info.run_id in front)
+    no_epochs = CliRunner().invoke(main, ["refit", point.info.run_id])
+    assert no_epochs.exit_code == 2 and "give the refit's epochs (--epochs N)" in no_epochs.output
+    refitted = CliRunner().invoke(main, ["refit", point.info.run_id, "--epochs", "1"])
+    assert refitted.exit_code == 0, refitted.output
+    [refit] = [c for c in children_of(parent.info.run_id) if c.data.tags["kind"] == "refit"]
+    assert refit.data.tags["refit_of"] == point.info.run_id
+    assert refit.data.tags["refit_choice"] == f"asked for ({point.info.run_name})"
+    assert refit.data.params["train_size"] == "200" and "latency_ms" in refit.data.metrics

@@ -237,6 +237,7 @@ def baseline(
                 f"{b.name:22} {b.dataset or 'folder:PATH':14} documented {documented:11} {b.source}"
             )
         return
+    stop_on_signals()
     load_tensorflow()
     result = baselines.run(
         baselines.get(name),
@@ -350,10 +351,7 @@ def sweep(
 
     started = policy.now()  # budget.minutes counts from here
 
-    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C
-    # A shell's background job starts with SIGINT ignored; the supervisor stops its workers
-    # with SIGINT, so every sweep process takes it, however it was started.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_on_signals()
 
     if sweep_file.startswith(data.SOURCE_PREFIXES):
         from sweeper.image_sweep import default_sweep
@@ -412,6 +410,15 @@ def sweep(
     )
     if not as_worker:
         click.echo(f"sweep {spec.study} done; parent run {parent}")
+
+
+def stop_on_signals() -> None:
+    """SIGTERM (a scheduler's stop, `docker stop`) acts as Ctrl-C: the running trial's run
+    ends failed instead of staying RUNNING. A shell's background job starts with SIGINT
+    ignored, and the supervisor stops its workers with SIGINT: every training command takes
+    it, however it was started."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -570,6 +577,7 @@ def report(dataset: str, out: str | None, storage: str | None, tracking_uri: str
 @user_errors
 def rerun(run_id: str, data_dir: str | None, tracking_uri: str | None) -> None:
     """Train a logged run again from its params and seed, as a new run tagged rerun_of."""
+    stop_on_signals()
     load_tensorflow()
     from sweeper import results, tracking
 
@@ -580,6 +588,31 @@ def rerun(run_id: str, data_dir: str | None, tracking_uri: str | None) -> None:
         f"rerun of {run_id}: test_accuracy {result.test['test_accuracy']:.4f} "
         f"(original {before:.4f}); run {run.run_id}"
     )
+
+
+@main.command("refit")
+@click.argument("run_id")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    help="Epochs on all the training data (default: the sweep file's refit.epochs).",
+)
+@click.option("--data-dir", type=click.Path(file_okay=False))
+@tracking_option
+@user_errors
+def refit_command(
+    run_id: str, epochs: int | None, data_dir: str | None, tracking_uri: str | None
+) -> None:
+    """Refit one trial of a sweep (a point of its Pareto front, say) on all the training
+    data, as a child run of its sweep tagged refit_of."""
+    stop_on_signals()
+    load_tensorflow()
+    from sweeper import sweep, tracking
+
+    tracking.configure(tracking_uri)
+    run = sweep.refit_trial(run_id, epochs=epochs, data_dir=data_dir)
+    if run is not None:
+        click.echo(f"refit of {run_id}: run {run.run_id}")
 
 
 @main.command()

@@ -21,6 +21,7 @@ import numpy as np
 
 from sweeper import (
     baselines,
+    config,
     data,
     devices,
     engines,
@@ -437,10 +438,16 @@ def ending(sweep: SweepRun, end: bool = True) -> Iterator[None]:
         status = "KILLED"
         raise
     finally:
-        tracking.flush()
+        again = None
+        try:
+            tracking.flush()
+        except KeyboardInterrupt as error:  # Ctrl-C while the last writes go: end it anyway
+            status, again = "KILLED", error
         gc.unfreeze()
         if end:
             sweep.end(status)
+        if again is not None:
+            raise again
 
 
 def finish(sweep: SweepRun, data_dir: str | None) -> None:
@@ -486,7 +493,7 @@ def keep_best_models(sweep: SweepRun) -> None:
             ):
                 tracking.drop_model(run.info.run_id, why)
                 dropped += 1
-    except tracking.TrackingError as error:
+    except (tracking.TrackingError, OSError) as error:  # the sweep's work is done: a warning
         log.warning("could not drop the models of the other trials: %s", error)
     if dropped:
         log.info("models: kept the best %d trials' and the recipes', dropped %d", keep, dropped)
@@ -514,6 +521,7 @@ def refit(
     ends_at: float | None = None,
     trial_images: int | None = None,
     claim: Callable[[int], bool] = lambda number: True,
+    why: str | None = None,
 ) -> tracking.TrialRecorder | None:
     """Retrains the best completed trial (chosen on validation) on all of `dataset`'s
     training and validation data (no `data.limit`) for `spec.refit_epochs`, or with
@@ -524,12 +532,13 @@ def refit(
     """
     if not (spec.refit_epochs or spec.refit_from_minutes):
         return None
-    best, why = policy.refit_choice(
+    best, chosen = policy.refit_choice(
         trials,
         spec.direction,
         recipe_trials(parent.run_id),
         len(dataset.y_val) if spec.metric.endswith("accuracy") else None,
     )
+    why = why or chosen
     if best is None:
         return None
     log.info("refit: trial %d, %s", best.number, why)
@@ -595,10 +604,9 @@ def refit(
             )
             return None
         if plan.images < len(merged.y_train):  # a seeded sample: every class in proportion
-            order = np.random.default_rng(spec.seed).permutation(len(merged.y_train))
-            chosen = np.sort(order[: plan.images])
+            kept = data.stratified(merged.y_train, plan.images, np.random.default_rng(spec.seed))
             merged = dataclasses.replace(
-                merged, x_train=merged.x_train[chosen], y_train=merged.y_train[chosen]
+                merged, x_train=merged.x_train[kept], y_train=merged.y_train[kept]
             )
         epochs = plan.epochs
     log.info(
@@ -638,6 +646,41 @@ def refit(
         if names.TEST_ACCURACY_TTA in result.test
         else "",
     )
+    return run
+
+
+def refit_trial(
+    run_id: str, *, epochs: int | None = None, data_dir: str | None = None
+) -> tracking.TrialRecorder | None:
+    """Refits trial `run_id` (any of its sweep's complete trials, not only the best) as
+    `refit` does, from the sweep file its parent run logged: `epochs`, else the file's
+    `refit.epochs`."""
+    trial = tracking.get_run(run_id)
+    tags = trial.data.tags if trial else {}
+    if trial is None or tags.get(names.KIND) != names.KIND_TRIAL or names.PARENT not in tags:
+        raise SweeperError(f"run {run_id} is no trial of a sweep")
+    if tags.get(names.STATE) != names.COMPLETE:
+        raise SweeperError(f"trial {trial.info.run_name} is {tags.get(names.STATE)}, not complete")
+    parent = tracking.ParentRun(tags[names.PARENT])
+    spec = config.from_text(parent.sweep_file(), f"the sweep file of run {parent.run_id}")
+    spec = dataclasses.replace(spec, refit_epochs=epochs or spec.refit_epochs, minutes=None)
+    if not spec.refit_epochs:
+        raise SweeperError(
+            "the sweep planned its refit in minutes: give the refit's epochs (--epochs N)"
+        )
+    spec = dataclasses.replace(spec, precision=devices.precision(spec.precision))
+    number = int(tags[names.TRIAL_NUMBER])
+    logged = names.BEST_VAL_ACCURACY if spec.metric == "val_accuracy" else spec.metric
+    value = trial.data.metrics.get(logged, math.nan)
+    run = refit(
+        spec,
+        _load(spec, data_dir, None),
+        trial.info.experiment_id,
+        parent,
+        [PastTrial(number, COMPLETE, value)],
+        why=f"asked for ({trial.info.run_name})",
+    )
+    tracking.flush()
     return run
 
 

@@ -103,7 +103,7 @@ class Engine(base.Engine):
                         f"({summary.user_attrs.get(DATASET_ATTR, 'its dataset is not known')})"
                     )
                 continue
-            if summary.direction != self.study.direction:
+            if summary.directions != self.study.directions:  # another objective's values
                 continue
             earlier = optuna.load_study(study_name=name, storage=self.store)
             for trial in earlier.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

@@ -132,10 +132,14 @@ def mark_front(parent_run_id: str, front: set[int]) -> None:
 
 
 def get_run(run_id: str) -> Run | None:
+    """The run, or None when the store has no such run; a store that cannot be reached
+    raises (it is no answer that the run does not exist)."""
     try:
         return MlflowClient().get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        return None
+    except mlflow.exceptions.MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise SweeperError(f"could not read run {run_id} from {tracking_uri()}: {error}") from None
 
 
 def tracking_uri() -> str:
@@ -209,6 +213,10 @@ class ParentRun:
                 log_dataset(dataset)
         client.update_run(existing.info.run_id, status="RUNNING")
         return cls(existing.info.run_id, client)
+
+    def sweep_file(self) -> str:
+        """The sweep file the sweep ran, as it logged it."""
+        return mlflow.artifacts.load_text(f"runs:/{self.run_id}/{names.SWEEP_FILE}")
 
     def log_best(
         self, metric: str, value: float, test_accuracy: float, step: int, run_label: str

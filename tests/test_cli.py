@@ -107,6 +107,12 @@ def test_ctrl_c_stops_the_ui_quietly(tmp_path):
     import socket
     import time
 
+    from mlflow.tracking import MlflowClient
+
+    store = tmp_path / "mlruns" / "mlflow.db"
+    store.parent.mkdir()
+    made = MlflowClient(f"sqlite:///{store}").create_experiment("mnist")  # the default store
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -132,3 +138,4 @@ def test_ctrl_c_stops_the_ui_quietly(tmp_path):
     assert ui.returncode == 0, out
     assert "MLflow UI stopped" in out and "Traceback" not in out, out
     assert "trial is marked failed" not in out
+    assert f"  mnist: http://127.0.0.1:{port}/#/experiments/{made}/runs" in out, out

@@ -25,3 +25,13 @@ def test_available_memory_counts_the_page_cache_linux_gives_back(tmp_path):
         "MemAvailable:   20000000 kB\nCached:         18000000 kB\n"
     )
     assert devices.available_memory(str(meminfo)) == 20000000 * 1024
+
+
+def test_devices_command_says_what_trains_and_what_auto_starts():
+    from click.testing import CliRunner
+
+    from sweeper.cli import main
+
+    result = CliRunner().invoke(main, ["devices"])
+    assert result.exit_code == 0, result.output
+    assert "CPU" in result.output and "--workers auto" in result.output

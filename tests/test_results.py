@@ -1,10 +1,23 @@
 """best --export, predict and rerun, after one small sweep in a store of their own."""
 
+import contextlib
+import html
+import json
 import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import keras
 import mlflow
 import numpy as np
+import pytest
 import yaml
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
@@ -74,16 +87,9 @@ def test_best_without_runs_says_so(tmp_path, monkeypatch):
     assert "No finished run matches (dataset=cifar10)" in result.output
 
 
-def test_mlflow_server_serves_the_sweep_over_rest(store):
-    import json
-    import os
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
+@contextlib.contextmanager
+def mlflow_server():
+    """An MLflow server on the test store, on a free port of 127.0.0.1: its base URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -107,16 +113,6 @@ def test_mlflow_server_serves_the_sweep_over_rest(store):
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
-
-    def call(path, body=None):
-        request = urllib.request.Request(
-            base + path,
-            data=json.dumps(body).encode() if body else None,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read() or b"{}")
-
     try:
         for _ in range(120):
             try:
@@ -124,25 +120,94 @@ def test_mlflow_server_serves_the_sweep_over_rest(store):
                 break
             except OSError:
                 time.sleep(0.5)
-        experiment = call("/api/2.0/mlflow/experiments/get-by-name?experiment_name=mnist")
-        runs = call(
-            "/api/2.0/mlflow/runs/search",
-            {
-                "experiment_ids": [experiment["experiment"]["experiment_id"]],
-                "filter": "tags.study = 'tiny'",
-                "max_results": 100,
-            },
-        )["runs"]
-        tags = {
-            r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs
-        }
-        parents = [i for i, t in tags.items() if t.get("kind") == "sweep"]
-        assert len(parents) == 1
-        children = [i for i, t in tags.items() if t.get("mlflow.parentRunId") == parents[0]]
-        assert len(children) == 7
+        yield base
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def call(base, path, body=None):
+    request = urllib.request.Request(
+        base + path,
+        data=json.dumps(body).encode() if body else None,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def sweep_over_rest(base):
+    """The tiny sweep's experiment id and its runs' tags, by run id, read over REST."""
+    experiment = call(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=mnist")
+    experiment_id = experiment["experiment"]["experiment_id"]
+    runs = call(
+        base,
+        "/api/2.0/mlflow/runs/search",
+        {"experiment_ids": [experiment_id], "filter": "tags.study = 'tiny'", "max_results": 100},
+    )["runs"]
+    return experiment_id, {
+        r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs
+    }
+
+
+def test_mlflow_server_serves_the_sweep_over_rest(store):
+    with mlflow_server() as base:
+        _, tags = sweep_over_rest(base)
+    parents = [i for i, t in tags.items() if t.get("kind") == "sweep"]
+    assert len(parents) == 1
+    children = [i for i, t in tags.items() if t.get("mlflow.parentRunId") == parents[0]]
+    assert len(children) == 7
+
+
+CHROMIUM = next(
+    (
+        found
+        for name in ("chromium", "chromium-browser", "google-chrome")
+        if (found := shutil.which(name))
+    ),
+    None,
+)
+
+
+def rendered(url):
+    """The page's text after its scripts ran, from headless Chromium."""
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=30000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    ).stdout
+    text = re.sub(r"<(style|script)\b.*?</\1>", " ", dom, flags=re.S)
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (.ci/run installs Debian's)")
+def test_the_ui_in_a_browser_shows_the_sweeps_runs_and_its_summary(store):
+    with mlflow_server() as base:
+        experiment_id, tags = sweep_over_rest(base)
+        [parent] = [i for i, t in tags.items() if t.get("kind") == "sweep"]
+        every = len(
+            call(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})["runs"]
+        )
+        # where `sweeper ui` points: the experiment's training runs (MLflow 3 opens an
+        # experiment on its GenAI overview otherwise)
+        runs = rendered(f"{base}/#/experiments/{experiment_id}/runs")
+        page = rendered(f"{base}/#/experiments/{experiment_id}/runs/{parent}")
+    # the sweep's result in its name; its 7 trials nested under it
+    assert re.search(r"sweep tiny: \d+\.\d\d% \(", runs), runs[:2000]
+    found = re.search(r"(\d+) matching runs", runs)
+    assert found and int(found.group(1)) == every, runs[:2000]  # all of the experiment's
+    # its page: the summary as the description, the trials as its child runs
+    assert "Description Result" in page or "Description Winner" in page, page[:3000]
+    assert "Recipe trial" in page and "Child runs" in page and "cnn #0" in page, page[:3000]
 
 
 def test_export_refuses_to_overwrite_a_file_without_force(store):

@@ -634,3 +634,35 @@ def test_a_two_objective_sweep_tags_its_front_and_best_honours_limits(workdir):
     assert refit.data.tags["refit_of"] == point.info.run_id
     assert refit.data.tags["refit_choice"] == f"asked for ({point.info.run_name})"
     assert refit.data.params["train_size"] == "200" and "latency_ms" in refit.data.metrics
+
+
+@pytest.mark.parametrize(
+    "sampler,pruner",
+    [
+        ("cmaes", "none"),
+        ("grid", "none"),
+        ("nsga2", "none"),
+        ("random", "hyperband"),
+        ("random", "successive-halving"),
+        ("gp", "none"),
+    ],
+)
+def test_every_optuna_sampler_and_pruner_runs_a_tiny_sweep(workdir, sampler, pruner):
+    if sampler == "gp":
+        pytest.importorskip("torch", reason="Optuna's GPSampler needs PyTorch")
+    study = f"each-{sampler}-{pruner}"
+    families = {"mlp": {"units": {"choice": [8, 16]}, "dropout": {"choice": [0.0, 0.2]}}}
+    path = sweep_file(
+        workdir,
+        study,
+        sampler=sampler,
+        pruner=pruner,
+        budget={"trials": 3, "max_epochs": 2},
+        families=families,
+        baseline_first=False,
+    )
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    engine = optuna_engine.Engine(config.load(path))
+    assert type(engine.study.sampler).__name__.lower().startswith(sampler.replace("-", "")[:4])
+    assert len([t for t in engine.trials() if t.state in ("complete", "pruned")]) == 3

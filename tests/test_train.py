@@ -242,3 +242,40 @@ def test_costs_count_trainable_parameters_and_the_saved_size(mnist):
     # 784 inputs x 8 units + 8 biases, 8 x 10 + 10: the layers' trainable weights
     assert result.costs["params"] == 784 * 8 + 8 + 8 * 10 + 10
     assert 0.01 < result.costs["model_mb"] < 1 and result.costs["latency_ms"] > 0
+
+
+def test_the_cosine_schedule_warms_up_then_ends_with_the_trial_s_own_steps(mnist):
+    p = schema.resolve("mlp", {"lr_schedule": "cosine", "warmup_fraction": 0.2})
+    optimizer = train.make_optimizer(p, 0.1, steps=50)  # a trial of 50 steps in all
+    schedule = optimizer._learning_rate
+    assert float(schedule(0)) == pytest.approx(0.0)
+    assert float(schedule(10)) == pytest.approx(0.1)  # warm by a fifth of the trial
+    assert float(schedule(50)) == pytest.approx(0.0, abs=1e-7)  # over when the trial is
+    assert 0.0 < float(schedule(30)) < 0.1
+
+
+def test_label_smoothing_reaches_the_loss(mnist):
+    result = train.train("mlp", {"units": 8, "label_smoothing": 0.2}, mnist, epochs=1, seed=0)
+    assert result.model.loss.get_config()["label_smoothing"] == pytest.approx(0.2)
+    # the smoothed loss: above the plain cross-entropy of the same predictions
+    val = result.model.predict(mnist.x_val, verbose=0)
+    plain = -np.mean(np.log(val[np.arange(len(val)), mnist.y_val]))
+    smoothed = np.eye(10)[mnist.y_val] * 0.8 + 0.02
+    expected = -np.mean(np.sum(smoothed * np.log(val), axis=1))
+    assert result.history["val_loss"][-1] == pytest.approx(expected, rel=1e-3)
+    assert expected != pytest.approx(plain)
+
+
+def test_mixed_bfloat16_computes_in_bf16_and_answers_in_float32(mnist):
+    import keras
+
+    try:
+        result = train.train(
+            "mlp", {"units": 8}, mnist, epochs=1, seed=0, precision="mixed_bfloat16"
+        )
+        dense = result.model.get_layer("dense_1")
+        assert dense.compute_dtype == "bfloat16" and dense.variable_dtype == "float32"
+        assert result.model.output.dtype == "float32"
+        assert result.test_probabilities.dtype == np.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -268,6 +268,7 @@ def baseline(
 )
 @click.option(
     "--timeout",
+    "timeout_minutes",
     type=click.FloatRange(min=0, min_open=True),
     help="Stop starting trials after this many minutes.",
 )
@@ -294,7 +295,7 @@ def baseline(
     "Keras Tuner: the folder of its projects (default mlruns/keras-tuner).",
 )
 @click.option("--study", help="Study name (default: the file's `study`, else its name).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Max epochs per trial.")
+@click.option("--epochs", "max_epochs", type=click.IntRange(min=1), help="Max epochs per trial.")
 @click.option(
     "--refit-epochs",
     type=click.IntRange(min=0),
@@ -325,24 +326,15 @@ def baseline(
 @user_errors
 def sweep(
     sweep_file: str,
-    trials: int | None,
     image_size: int | None,
     backbone: str | None,
-    timeout: float | None,
-    minutes: float | None,
-    engine: str | None,
     storage: str | None,
-    study: str | None,
-    epochs: int | None,
-    refit_epochs: int | None,
-    target: float | None,
-    workers: int | str | None,
     threads: int | None,
     as_worker: int | None,
     deadline: float | None,
     data_dir: str | None,
-    limit: int | None,
     tracking_uri: str | None,
+    **overrides: Any,  # `config.Overrides`: --trials, --timeout, --minutes, --engine, ...
 ) -> None:
     """Run (or resume) the sweep described in SWEEP_FILE; or, given folder:PATH or
     csv:FILE.csv, sweeper's default for a collection of images (the file it writes is
@@ -364,21 +356,7 @@ def sweep(
         raise SweeperError("--image-size and --backbone are for folder: or csv: datasets")
     else:
         loaded = config.load(sweep_file)
-    spec = loaded.with_overrides(
-        trials=trials,
-        timeout_minutes=timeout,
-        minutes=minutes,
-        engine=engine,
-        study=study,
-        max_epochs=epochs,
-        refit_epochs=refit_epochs,
-        target=target,
-        limit=limit,
-        refit_limit=limit,  # a smoke run's limit holds for the refit too
-        workers=workers,
-    )
-    if expected := config.target_problem(spec.metric, spec.target):
-        raise SweeperError(f"--target: expected {expected}. Received: {spec.target:g}")
+    spec = config.Overrides(**overrides).apply(loaded)
     load_tensorflow()
     from sweeper.sweep import run_sweep
 
@@ -642,6 +620,9 @@ def ui(port: int, tracking_uri: str | None) -> None:
     if uri.startswith("http"):
         raise SweeperError(f"The tracking URI is a server already: open {uri}")
     click.echo(f"MLflow UI at http://127.0.0.1:{port} (store {uri}); Ctrl-C stops it")
+    # MLflow 3 opens an experiment on its GenAI overview: each dataset's runs are here
+    for experiment_id, name in tracking.experiments():
+        click.echo(f"  {name}: http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs")
     command = [
         sys.executable,
         "-m",

@@ -14,12 +14,12 @@ from typing import Any
 
 import yaml
 
-from sweeper import data, engines, schema, space
-from sweeper.errors import ConfigError
+from sweeper import data, registry, schema, space
+from sweeper.errors import ConfigError, SweeperError
 
 # Light on purpose: a mistake in a sweep file is reported before TensorFlow, MLflow or an
 # engine loads (a test checks `sys.modules`).
-PRUNERS = tuple(dict.fromkeys(p for e in engines.ENGINES.values() for p in e.pruners))
+PRUNERS = tuple(dict.fromkeys(p for e in registry.ENGINES.values() for p in e.pruners))
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
 # What further objectives and constraints may weigh: every run's costs (`train.costs`).
 COSTS = ("params", "model_mb", "latency_ms")
@@ -95,7 +95,7 @@ class SweepSpec:
         if "minutes" in chosen:  # --minutes plans both parts, unless they are given too
             chosen = {"timeout_minutes": None, "refit_epochs": None, **chosen}
         spec = dataclasses.replace(self, **chosen)
-        engine = engines.registered(spec.engine)
+        engine = registry.registered(spec.engine)
         if spec.sampler not in engine.samplers:
             spec = dataclasses.replace(spec, sampler=engine.default_sampler)
         if spec.pruner not in engine.pruners:
@@ -126,6 +126,30 @@ class SweepSpec:
         if self.target is None or math.isnan(value):
             return False
         return value >= self.target if self.direction == "maximize" else value <= self.target
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """The command line's changes to a sweep file (None: the file's value)."""
+
+    trials: int | None = None
+    timeout_minutes: float | None = None
+    minutes: float | None = None
+    engine: str | None = None
+    study: str | None = None
+    max_epochs: int | None = None
+    refit_epochs: int | None = None
+    target: float | None = None
+    limit: int | None = None
+    workers: int | str | None = None
+
+    def apply(self, spec: SweepSpec) -> SweepSpec:
+        """`spec` changed (`SweepSpec.with_overrides`); a smoke run's `limit` holds for
+        the refit too; a target the objective cannot reach is refused."""
+        changed = spec.with_overrides(**dataclasses.asdict(self), refit_limit=self.limit)
+        if expected := target_problem(changed.metric, changed.target):
+            raise SweeperError(f"--target: expected {expected}. Received: {changed.target:g}")
+        return changed
 
 
 def load(path: str | Path) -> SweepSpec:
@@ -165,8 +189,8 @@ def _build(raw, path, problems) -> SweepSpec | None:
     elif not (dataset in data.NAMED or dataset.startswith(data.SOURCE_PREFIXES)):
         problem("dataset", f"one of {', '.join(data.known_names())}", dataset)
 
-    engine = _one_of(raw, "engine", tuple(engines.ENGINES), "optuna", problem)
-    registered = engines.ENGINES.get(engine)
+    engine = _one_of(raw, "engine", tuple(registry.ENGINES), "optuna", problem)
+    registered = registry.ENGINES.get(engine)
     sampler = _one_of(
         raw,
         "sampler",

@@ -40,41 +40,13 @@ from sweeper.tracking import names
 log = logging.getLogger(__name__)
 
 
-class SweepRun:
-    """One session of a sweep: what an engine gets (`engines.base.Sweep`). Runs each trial as
-    a child run of the parent and keeps the parent's best-so-far current.
+class SweepParent:
+    """The sweep's parent run, opened once on the writer thread (when first needed: while
+    the first trial trains), and every write to it, in order after the trials' writes."""
 
-    Every MLflow write goes to the writer thread (`tracking.recorder`), in order: the parent
-    run opens there when the first trial starts, while that trial trains."""
-
-    def __init__(
-        self,
-        spec: SweepSpec,
-        dataset: data.Dataset,
-        engine: Engine,
-        deadline: float | None = None,
-        tracking_uri: str | None = None,
-        *,
-        started: float,  # when `budget.minutes` began (policy.now() seconds)
-    ):
-        self.spec, self.dataset, self.engine = spec, dataset, engine
-        self.tracking_uri = tracking_uri
-        # `budget.minutes`: when the whole sweep, refit included, has to be done
-        self.ends_at = started + spec.minutes * 60 if spec.minutes else None
-        if deadline is None and spec.search_minutes:
-            deadline = started + spec.search_minutes * 60
-        self.policy = policy.Policy(spec, deadline)
-        self._refit_planned = False
-        tracking.disk_full_on_writer()  # an earlier sweep's in this process is not this one's
-        self.first_points = policy.first_points(spec)
-        # Families whose recipe trial ran already: a later trial that samples the same
-        # values is a trial like any other, not the baseline. A study with no trial yet has
-        # none, and then the store is not asked (it may not be open yet).
-        self._recipes_run: set[str] | None = set() if not engine.trials() else None
+    def __init__(self, spec: SweepSpec, dataset: data.Dataset, tracking_uri: str | None):
+        self.spec, self.dataset, self.tracking_uri = spec, dataset, tracking_uri
         self._opening: Future[tuple[str, tracking.ParentRun]] | None = None
-        self.started = time.perf_counter()
-        self.best_number: int | None = None  # the trial the parent names as best
-        self.refit_elsewhere = False  # another worker claimed the refit (and the parent's end)
 
     @property
     def experiment(self) -> str:
@@ -82,14 +54,33 @@ class SweepRun:
         return self._tracked()[0]
 
     @property
-    def parent(self) -> tracking.ParentRun:
+    def run(self) -> tracking.ParentRun:
         """The sweep's parent run (waits for the writer to open it)."""
         return self._tracked()[1]
 
-    def tracking_failed(self) -> BaseException | None:
+    @property
+    def asked(self) -> bool:
+        """Whether anything asked for the run yet."""
+        return self._opening is not None
+
+    def failed(self) -> BaseException | None:
         """Why the experiment or the parent run could not be opened, once that is known."""
         opening = self._opening
         return opening.exception() if opening and opening.done() else None
+
+    def later(self, write: Callable[[], None]) -> None:
+        """A write to the parent run, on the writer thread after the trials' writes before
+        it. A failure there (a store busy with other workers, say) must not fail a trial
+        whose own run is complete: a warning, and the next update writes again."""
+
+        def job() -> None:
+            try:
+                self._tracked()
+            except SweeperError:  # reported once, where the sweep waits for its run
+                return
+            write()
+
+        tracking.submit(tracking.warn_on_error(job, "could not update the sweep's parent run"))
 
     def _tracked(self) -> tuple[str, tracking.ParentRun]:
         opening = self._opened()
@@ -118,22 +109,121 @@ class SweepRun:
                 SweeperError(f"could not open the sweep's run in MLflow ({where}): {error}")
             )
 
-    def recipes_run(self) -> set[str]:
-        if self._recipes_run is None:
-            self._recipes_run = {
+
+class Recipes:
+    """Each family's documented recipe, to run first, and the families whose recipe trial
+    ran: a later trial that samples the same values is a trial like any other."""
+
+    def __init__(self, spec: SweepSpec, parent: SweepParent, *, fresh: bool):
+        self.points = policy.first_points(spec)
+        self.parent = parent
+        # A study with no trial yet has run none, and then the store is not asked (it may
+        # not be open yet).
+        self._run: set[str] | None = set() if fresh else None
+
+    def is_baseline(self, family: str, params: dict) -> bool:
+        """Whether this trial is `family`'s recipe trial (then marked as run)."""
+        ran = self._ran()
+        if family in ran or (family, params) not in self.points:
+            return False
+        ran.add(family)
+        return True
+
+    def _ran(self) -> set[str]:
+        if self._run is None:
+            self._run = {
                 r.data.tags.get(names.FAMILY, "")
                 for r in tracking.search_runs(
-                    {names.PARENT: self.parent.run_id, names.BASELINE: "yes"}
+                    {names.PARENT: self.parent.run.run_id, names.BASELINE: "yes"}
                 )
             }
-        return self._recipes_run
+        return self._run
+
+
+class BestTrial:
+    """The best completed trial of the whole study, any worker's, named on the parent."""
+
+    def __init__(self, spec: SweepSpec, engine: Engine, parent: SweepParent):
+        self.spec, self.engine, self.parent = spec, engine, parent
+        self.number: int | None = None  # the trial the parent names as best
+
+    def update(self, latest: Sequence[PastTrial] = (), *, again: bool = False) -> PastTrial | None:
+        """`latest`: trials finished here that the engine has not recorded yet. Logged at
+        step = finished trials, so the latest value is the best of the most trials seen;
+        `again` writes even when this process named the same trial before (another worker
+        may have written since)."""
+        trials = {t.number: t for t in [*self.engine.trials(), *latest]}.values()
+        best = policy.best(list(trials), self.spec.direction)
+        if best is None or (best.number == self.number and not again):
+            return best
+        seen = policy.finished(list(trials))
+        self.parent.later(lambda: self._name(best, seen))
+        return best
+
+    def _name(self, best: PastTrial, seen: int) -> None:
+        parent = self.parent.run
+        run = tracking.trial_of(parent.run_id, best.number)
+        if run is None or best.value is None:  # its worker is still writing it; a later
+            return  # update names it
+        test_accuracy = run.data.metrics.get(names.TEST_ACCURACY, math.nan)
+        label = f"{run.info.run_name} ({run.info.run_id})"
+        parent.log_best(self.spec.metric, best.value, test_accuracy, seen, label)
+        self.number = best.number
+
+
+class SweepRun:
+    """One session of a sweep: what an engine gets (`engines.base.Sweep`). Runs each trial as
+    a child run of the parent (`SweepParent`), asking the policy, the recipes and the best
+    trial (`BestTrial`), each its own object.
+
+    Every MLflow write goes to the writer thread (`tracking.recorder`), in order: the parent
+    run opens there when the first trial starts, while that trial trains."""
+
+    def __init__(
+        self,
+        spec: SweepSpec,
+        dataset: data.Dataset,
+        engine: Engine,
+        deadline: float | None = None,
+        tracking_uri: str | None = None,
+        *,
+        started: float,  # when `budget.minutes` began (policy.now() seconds)
+    ):
+        self.spec, self.dataset, self.engine = spec, dataset, engine
+        # `budget.minutes`: when the whole sweep, refit included, has to be done
+        self.ends_at = started + spec.minutes * 60 if spec.minutes else None
+        if deadline is None and spec.search_minutes:
+            deadline = started + spec.search_minutes * 60
+        self.policy = policy.Policy(spec, deadline)
+        self._refit_planned = False
+        tracking.disk_full_on_writer()  # an earlier sweep's in this process is not this one's
+        self.tracked = SweepParent(spec, dataset, tracking_uri)
+        self.recipes = Recipes(spec, self.tracked, fresh=not engine.trials())
+        self.first_points = self.recipes.points
+        self.best = BestTrial(spec, engine, self.tracked)
+        self.started = time.perf_counter()
+        self.refit_elsewhere = False  # another worker claimed the refit (and the parent's end)
+
+    @property
+    def experiment(self) -> str:
+        return self.tracked.experiment
+
+    @property
+    def parent(self) -> tracking.ParentRun:
+        return self.tracked.run
+
+    def update_best(
+        self, latest: Sequence[PastTrial] = (), *, again: bool = False
+    ) -> PastTrial | None:
+        """Names the study's best trial on the parent (`BestTrial.update`)."""
+        return self.best.update(latest, again=again)
 
     def end(self, status: str) -> None:
         """Ends the parent run with MLflow's `status`, if it was opened and no other worker
         claimed the refit (that one ends it, after its refit)."""
         if self.refit_elsewhere and status == "FINISHED":
             return
-        if self._opening is not None and self.tracking_failed() is None:
+        if self.tracked.asked and self.tracked.failed() is None:
             self.parent.end(status)
 
     def claim_refit(self, number: int) -> bool:
@@ -170,14 +260,11 @@ class SweepRun:
         searched = spec.families[family]
         params = {k: searched[k].tidy(v) for k, v in params.items()}  # as a user writes them
         try:
-            recipes_run = self.recipes_run()
+            is_baseline = self.recipes.is_baseline(family, params)
         except SweeperError as error:  # the store cannot be opened: no trial can be logged
             self.policy.record(failed=True, error=str(error), fatal=True)
             raise
         self.mark_front()  # the engine has recorded the trials before this one
-        is_baseline = family not in recipes_run and (family, params) in self.first_points
-        if is_baseline:
-            recipes_run.add(family)
         label = f"{family} #{number}"
         log.info(  # counts finished trials: a failed one does not use the budget
             "trial %s%s: %s (%d of %d finished)",
@@ -224,7 +311,7 @@ class SweepRun:
                 background=True,  # its artifacts are written while the next trial trains
             )
         except Exception as error:
-            if unopened := self.tracking_failed():
+            if unopened := self.tracked.failed():
                 self.policy.record(failed=True, error=str(unopened), fatal=True)
             elif disk_full(error):
                 self.policy.record(
@@ -244,7 +331,7 @@ class SweepRun:
         self._record(number, label, run, value, result)
         if spec.constraints and not result.pruned:
             feasible = all(result.costs[m] <= bound for m, bound in spec.constraints.items())
-            self._later(
+            self.tracked.later(
                 lambda: tracking.set_tags(run.run_id, {names.FEASIBLE: "yes" if feasible else "no"})
             )
         return Outcome(value, result.pruned, result.costs)
@@ -268,7 +355,7 @@ class SweepRun:
         if not result.pruned and not self._refit_planned:
             self._plan_refit(label, result)
         if not result.pruned and self.spec.reached(value):
-            self._later(
+            self.tracked.later(
                 lambda: self.parent.log_target_reached(elapsed, number, f"{label} ({run.run_id})")
             )
             log.info(
@@ -315,58 +402,19 @@ class SweepRun:
         if len(self.spec.objectives) < 2:
             return
         front = set(self.engine.front())
-        self._later(lambda: tracking.mark_front(self.parent.run_id, front))
+        self.tracked.later(lambda: tracking.mark_front(self.parent.run_id, front))
 
     def log_front(self) -> None:
         """The front's figure and table on the parent run, as the study ends."""
         if len(self.spec.objectives) > 1:
             self.mark_front()
-            self._later(lambda: self.parent.log_front(self.spec.objectives))
+            self.tracked.later(lambda: self.parent.log_front(self.spec.objectives))
 
     def check_failures(self) -> None:
         """Raises when this process stopped because trials kept failing: a sweep that ends so
         did not do its job, whatever the store holds."""
         if failed := self.policy.failed_in_a_row():
             raise SweeperError(f"sweep {self.spec.study} stopped: {failed}")
-
-    def update_best(
-        self, latest: Sequence[PastTrial] = (), *, again: bool = False
-    ) -> PastTrial | None:
-        """Names on the parent the best completed trial of the whole study, any worker's
-        (`latest`: trials finished here that the engine has not recorded yet). Logged at
-        step = finished trials, so the latest value is the best of the most trials seen;
-        `again` writes even when this process named the same trial before (another worker
-        may have written since)."""
-        trials = {t.number: t for t in [*self.engine.trials(), *latest]}.values()
-        best = policy.best(list(trials), self.spec.direction)
-        if best is None or (best.number == self.best_number and not again):
-            return best
-        seen = policy.finished(list(trials))
-        self._later(lambda: self._name_best(best, seen))
-        return best
-
-    def _name_best(self, best: PastTrial, seen: int) -> None:
-        run = tracking.trial_of(self.parent.run_id, best.number)
-        if run is None or best.value is None:  # its worker is still writing it; a later
-            return  # update names it
-        test_accuracy = run.data.metrics.get(names.TEST_ACCURACY, math.nan)
-        label = f"{run.info.run_name} ({run.info.run_id})"
-        self.parent.log_best(self.spec.metric, best.value, test_accuracy, seen, label)
-        self.best_number = best.number
-
-    def _later(self, write: Callable[[], None]) -> None:
-        """A write to the parent run, on the writer thread after the trials' writes before
-        it. A failure there (a store busy with other workers, say) must not fail a trial
-        whose own run is complete: a warning, and the next update writes again."""
-
-        def job() -> None:
-            try:
-                self._tracked()
-            except SweeperError:  # reported once, where the sweep waits for its run
-                return
-            write()
-
-        tracking.submit(tracking.warn_on_error(job, "could not update the sweep's parent run"))
 
 
 def prepare(

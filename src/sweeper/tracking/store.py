@@ -78,6 +78,12 @@ def experiment_id(name: str, identity: str | None = None) -> str:
         return mlflow.get_experiment_by_name(name).experiment_id
 
 
+def experiments() -> list[tuple[str, str]]:
+    """(id, name) of each experiment that holds runs (MLflow's empty Default left out)."""
+    found = MlflowClient().search_experiments()
+    return [(e.experiment_id, e.name) for e in found if e.name != "Default"]
+
+
 def search_runs(
     tags: dict[str, object],
     *,

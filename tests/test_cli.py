@@ -102,23 +102,24 @@ def test_quiet_hides_progress_and_verbose_shows_it(workdir):
     assert "(1 of 2 finished)" in loud.output and "epoch 1/1" in loud.output
 
 
-def test_ctrl_c_stops_the_ui_quietly(tmp_path):
+def test_ctrl_c_stops_the_ui_quietly(tmp_path, tracking_uri):
     import signal
     import socket
     import time
 
     from mlflow.tracking import MlflowClient
 
-    store = tmp_path / "mlruns" / "mlflow.db"
-    store.parent.mkdir()
-    made = MlflowClient(f"sqlite:///{store}").create_experiment("mnist")  # the default store
+    client = MlflowClient(tracking_uri)  # the session's store: its tables exist already
+    found = client.get_experiment_by_name("ui-check")
+    made = found.experiment_id if found else client.create_experiment("ui-check")
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
     ui = subprocess.Popen(
         [sys.executable, "-m", "sweeper.cli", "ui", "--port", str(port)],
+        # the store through the environment, as a user's MLFLOW_TRACKING_URI
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -138,4 +139,4 @@ def test_ctrl_c_stops_the_ui_quietly(tmp_path):
     assert ui.returncode == 0, out
     assert "MLflow UI stopped" in out and "Traceback" not in out, out
     assert "trial is marked failed" not in out
-    assert f"  mnist: http://127.0.0.1:{port}/#/experiments/{made}/runs" in out, out
+    assert f"  ui-check: http://127.0.0.1:{port}/#/experiments/{made}/runs" in out, out

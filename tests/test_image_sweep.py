@@ -42,6 +42,7 @@ def test_a_backbone_adds_the_transfer_family(tmp_path):
 def test_sweep_of_a_folder_needs_no_sweep_file(workdir):
     folder = write_image_folder(workdir / "default-pets", ("cat", "dog"), 12)
     args = ["sweep", f"folder:{folder}", "--trials", "1", "--epochs", "1", "--refit-epochs", "0"]
+    args += ["--image-size", "16"]  # a small ResNet: the test is about what runs, not how well
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert f"sweeper's default for folder:{folder}: 24 images in 2 classes" in result.output

@@ -87,9 +87,16 @@ def test_best_without_runs_says_so(tmp_path, monkeypatch):
     assert "No finished run matches (dataset=cifar10)" in result.output
 
 
+@pytest.fixture(scope="module")
+def server(swept):
+    """An MLflow server on the tiny sweep's store, on a free port of 127.0.0.1: its base
+    URL, one for the module's tests (it takes seconds to start)."""
+    with mlflow_server(swept[1]) as base:
+        yield base
+
+
 @contextlib.contextmanager
-def mlflow_server():
-    """An MLflow server on the test store, on a free port of 127.0.0.1: its base URL."""
+def mlflow_server(uri):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -100,7 +107,7 @@ def mlflow_server():
             "mlflow",
             "server",
             "--backend-store-uri",
-            os.environ["MLFLOW_TRACKING_URI"],
+            uri,
             "--host",
             "127.0.0.1",
             "--port",
@@ -150,9 +157,8 @@ def sweep_over_rest(base):
     }
 
 
-def test_mlflow_server_serves_the_sweep_over_rest(store):
-    with mlflow_server() as base:
-        _, tags = sweep_over_rest(base)
+def test_mlflow_server_serves_the_sweep_over_rest(server):
+    _, tags = sweep_over_rest(server)
     parents = [i for i, t in tags.items() if t.get("kind") == "sweep"]
     assert len(parents) == 1
     children = [i for i, t in tags.items() if t.get("mlflow.parentRunId") == parents[0]]
@@ -190,17 +196,16 @@ def rendered(url):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (.ci/run installs Debian's)")
-def test_the_ui_in_a_browser_shows_the_sweeps_runs_and_its_summary(store):
-    with mlflow_server() as base:
-        experiment_id, tags = sweep_over_rest(base)
-        [parent] = [i for i, t in tags.items() if t.get("kind") == "sweep"]
-        every = len(
-            call(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})["runs"]
-        )
-        # where `sweeper ui` points: the experiment's training runs (MLflow 3 opens an
-        # experiment on its GenAI overview otherwise)
-        runs = rendered(f"{base}/#/experiments/{experiment_id}/runs")
-        page = rendered(f"{base}/#/experiments/{experiment_id}/runs/{parent}")
+def test_the_ui_in_a_browser_shows_the_sweeps_runs_and_its_summary(server):
+    experiment_id, tags = sweep_over_rest(server)
+    [parent] = [i for i, t in tags.items() if t.get("kind") == "sweep"]
+    every = len(
+        call(server, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})["runs"]
+    )
+    # where `sweeper ui` points: the experiment's training runs (MLflow 3 opens an
+    # experiment on its GenAI overview otherwise)
+    runs = rendered(f"{server}/#/experiments/{experiment_id}/runs")
+    page = rendered(f"{server}/#/experiments/{experiment_id}/runs/{parent}")
     # the sweep's result in its name; its 7 trials nested under it
     assert re.search(r"sweep tiny: \d+\.\d\d% \(", runs), runs[:2000]
     found = re.search(r"(\d+) matching runs", runs)

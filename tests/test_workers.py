@@ -98,7 +98,7 @@ def runs_of(folder, study="w"):
 
 
 def test_four_workers_on_the_embedded_store_lose_no_run_and_no_metric(tmp_path, data_dir):
-    code, out = finish(start(tmp_path, data_dir, "--workers", "4", trials=16, epochs=2))
+    code, out = finish(start(tmp_path, data_dir, "--workers", "4", trials=8, epochs=2))
     assert code == 0, out
     assert "database is locked" not in out and "Traceback" not in out, out
     assert "cuInit" not in out and "oneDNN" not in out  # native start-up lines stay hidden
@@ -106,10 +106,10 @@ def test_four_workers_on_the_embedded_store_lose_no_run_and_no_metric(tmp_path, 
 
     study = study_of(tmp_path)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(complete) == 16 and len(study.trials) == 16
+    assert len(complete) == 8 and len(study.trials) == 8
     assert len({t.user_attrs["worker"] for t in complete}) >= 2  # the work was shared
     client, parent, trials = runs_of(tmp_path)
-    assert sorted(int(r.data.tags["trial_number"]) for r in trials) == list(range(16))
+    assert sorted(int(r.data.tags["trial_number"]) for r in trials) == list(range(8))
     values = {t.number: t.value for t in complete}
     for run in trials:
         assert run.info.status == "FINISHED" and run.data.tags["state"] == "complete"

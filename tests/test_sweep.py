@@ -667,3 +667,5 @@ def test_every_optuna_sampler_and_pruner_runs_a_tiny_sweep(workdir, sampler, pru
     engine = optuna_engine.Engine(config.load(path))
     assert type(engine.study.sampler).__name__.lower().startswith(sampler.replace("-", "")[:4])
     assert len([t for t in engine.trials() if t.state in ("complete", "pruned")]) == 2
+    pruners = {"none": "Nop", "hyperband": "Hyperband", "successive-halving": "SuccessiveHalving"}
+    assert type(engine.study.pruner).__name__ == f"{pruners[pruner]}Pruner"

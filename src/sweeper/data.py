@@ -318,8 +318,7 @@ def _hold_out(x, y, fraction, seed):
     if n_val >= len(y):
         what = "the default share" if fraction is None else f"{fraction:.0%}"
         raise DataError(f"Too few training images ({len(y)}) to hold out {what} for validation")
-    val = stratified(y, n_val, np.random.default_rng(seed))
-    train = np.setdiff1d(np.arange(len(y)), val)
+    train, val = _split_indices(y, n_val, seed)
     return x[train], y[train], x[val], y[val]
 
 
@@ -432,7 +431,7 @@ def _load_images(name, image_size, seed, image_dir=None):
         raise DataError(f"{name}: {root} does not exist")
     if kind == "csv":
         files, labels, class_names = _read_label_csv(root, image_dir)
-        train_idx, test_idx = _split_indices(labels, 0.2, seed)
+        train_idx, test_idx = _split_indices(labels, validation_size(len(labels), 0.2), seed)
         train_files, test_files = [files[i] for i in train_idx], [files[i] for i in test_idx]
         train_labels, test_labels = labels[train_idx], labels[test_idx]
     else:
@@ -440,7 +439,9 @@ def _load_images(name, image_size, seed, image_dir=None):
         class_names = _class_dirs(train_dir, name)
         train_files, train_labels = _list_class_files(train_dir, class_names)
         if test_dir is None:
-            train_idx, test_idx = _split_indices(train_labels, 0.2, seed)
+            train_idx, test_idx = _split_indices(
+                train_labels, validation_size(len(train_labels), 0.2), seed
+            )
             test_files = [train_files[i] for i in test_idx]
             test_labels = train_labels[test_idx]
             train_files = [train_files[i] for i in train_idx]
@@ -535,11 +536,10 @@ def _check_files_exist(name, files, image_dir=None):
         )
 
 
-def _split_indices(labels, test_fraction, seed):
-    """Training and test indices, a seeded split with every class in proportion."""
-    n_test = max(1, int(round(len(labels) * test_fraction)))
-    test = stratified(labels, n_test, np.random.default_rng(seed))
-    return np.setdiff1d(np.arange(len(labels)), test), test
+def _split_indices(labels, count, seed):
+    """The rest and `count` split off, a seeded split with every class in proportion."""
+    split = stratified(labels, count, np.random.default_rng(seed))
+    return np.setdiff1d(np.arange(len(labels)), split), split
 
 
 def _read_images(files, labels, image_size):

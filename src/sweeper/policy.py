@@ -4,6 +4,7 @@ timeout, the target, a cap on failures in a row, and each family's recipe first.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -133,6 +134,12 @@ def at_chance(accuracy: float, classes: int, val_images: int) -> str | None:
         return None
     guess = 1 / classes
     return AT_CHANCE if accuracy <= guess + 2 * metrics.standard_error(guess, val_images) else None
+
+
+def excess(costs: dict[str, float], bounds: dict[str, float]) -> list[float]:
+    """How far each of a trial's `costs` goes beyond its bound (<= 0: kept); a cost it did
+    not record (pruned early) breaks its bound."""
+    return [costs.get(m, math.inf) - b for m, b in bounds.items()]
 
 
 def first_points(spec: SweepSpec) -> list[tuple[str, dict]]:

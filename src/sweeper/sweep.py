@@ -330,7 +330,7 @@ class SweepRun:
         value = result.score(spec.metric)  # the saved model's, at its epoch
         self._record(number, label, run, value, result)
         if spec.constraints and not result.pruned:
-            feasible = all(result.costs[m] <= bound for m, bound in spec.constraints.items())
+            feasible = all(e <= 0 for e in policy.excess(result.costs, spec.constraints))
             self.tracked.later(
                 lambda: tracking.set_tags(run.run_id, {names.FEASIBLE: "yes" if feasible else "no"})
             )

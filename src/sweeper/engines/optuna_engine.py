@@ -9,7 +9,6 @@ machines, with heartbeats so a dead machine's trial is failed and retried too.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import time
@@ -23,7 +22,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from sweeper import data, space
+from sweeper import data, policy, space
 from sweeper.config import SweepSpec
 from sweeper.engines import base
 from sweeper.errors import SweeperError
@@ -143,13 +142,11 @@ class Engine(base.Engine):
                 t.number,
                 STATES[t.state],
                 t.values[0] if t.values else None,
-                all(e <= 0 for e in self._constraints(t)),
+                t.state != TrialState.COMPLETE
+                or all(e <= 0 for e in policy.excess(t.user_attrs, self.spec.constraints)),
             )
             for t in self.study.get_trials(deepcopy=False)
         ]
-
-    def _constraints(self, trial: optuna.trial.FrozenTrial) -> list[float]:
-        return _Constraints(self.spec)(trial) if trial.state == TrialState.COMPLETE else []
 
     def front(self) -> list[int]:
         """Optuna's own front (`best_trials`: the feasible ones' with constraints)."""
@@ -440,7 +437,7 @@ class _Constraints:
         self.bounds = dict(spec.constraints)
 
     def __call__(self, trial: optuna.trial.FrozenTrial) -> list[float]:
-        return [trial.user_attrs.get(m, math.inf) - b for m, b in self.bounds.items()]
+        return policy.excess(trial.user_attrs, self.bounds)
 
 
 def _pruner(spec):

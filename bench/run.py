@@ -1,6 +1,7 @@
 """Benchmarks. Every figure is a ratio against a reference measured in the same run.
 
-python bench/run.py [--only overhead,startup,levers,tta,workers,documented,ablation,minutes]
+python bench/run.py [--only overhead,startup,levers,tta,workers,documented,ablation,minutes,
+    image-cache]
     [--data-dir DIR]
 python bench/run.py --only search-gain --dataset D --arm sweep|recipe --seed S [--scale F]
 
@@ -10,6 +11,7 @@ Prints a Markdown table and writes it to bench/results/DATE-HOST-SECTIONS-HHMM.m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -711,6 +713,110 @@ def gain_summary(resamples=2000):
     return rows
 
 
+def write_jpeg_folder(root: Path, images: int, side: int, classes: int = 10) -> Path:
+    """A synthetic photo folder: `images` JPEGs of `side` x `side`, one subfolder a class,
+    each class a colour gradient with its own noise (written on every core)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    done = root / f".complete-{images}-{side}"
+    if not done.exists():
+        with ProcessPoolExecutor() as pool:
+            list(
+                pool.map(_write_jpegs, [(root, c, images // classes, side) for c in range(classes)])
+            )
+        done.touch()
+    return root
+
+
+def _write_jpegs(job):
+    from PIL import Image
+
+    root, label, count, side = job
+    folder = root / f"class{label:02d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(label)
+    ramp = np.linspace(0, 1, side)[None, :, None] * (np.arange(3) == label % 3) * 200
+    for i in range(count):
+        pixels = ramp + rng.integers(0, 56, (side, side, 3)) + label * 5
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:06d}.jpg", quality=90)
+
+
+def image_cache_section(data_dir, rows, images=100_000, side=224):
+    """Images read from disk while training (the image cache), on a synthetic folder the
+    bench writes: decode images/s on every core against one; a sweep's peak resident memory
+    on `images` JPEGs; training images/s from the cache against the same images in memory,
+    on a smaller folder that fits both ways (small CNN, 32 and 224 px, interleaved, 3 times)."""
+    from sweeper import data, image_cache, train
+
+    scratch = Path(os.environ.get("BENCH_SCRATCH", tempfile.gettempdir())) / "sweeper-bench"
+    big = write_jpeg_folder(scratch / f"jpeg{images}-{side}", images, side)
+    files = sorted(big.glob("*/*.jpg"))
+    sample = files[:: max(1, len(files) // 4000)][:4000]
+    rates = {}
+    for workers in (1, os.cpu_count()):
+        with tempfile.TemporaryDirectory(dir=scratch) as cache:
+            os.environ[image_cache.CACHE_ENV] = cache
+            start = time.perf_counter()
+            image_cache.decoded(
+                sample, (side, side), lambda f: data._decode(f, (side, side)), workers=workers
+            )
+            rates[workers] = len(sample) / (time.perf_counter() - start)
+    rows.append(
+        (
+            f"decode {len(sample)} JPEGs {side}px: {os.cpu_count()} cores vs 1",
+            f"{rates[os.cpu_count()] / rates[1]:.2f}x",
+            f"{rates[os.cpu_count()]:.0f} vs {rates[1]:.0f} images/s",
+        )
+    )
+
+    with tempfile.TemporaryDirectory(dir=scratch) as work:
+        folder = Path(work)
+        family = {"cnn": {**FIXED_CNN, "filters": 8, "dense_units": 16, "batch_size": 64}}
+        path = sweep_file(
+            folder, "big", dataset=f"folder:{big}", epochs=1, limit=2000, families=family
+        )
+        body = yaml.safe_load(path.read_text())
+        body["data"]["image_size"] = [side, side]
+        path.write_text(yaml.safe_dump(body))
+        env = {image_cache.CACHE_ENV: str(folder / "cache")}
+        seconds = run_sweeper(folder, path, env=env)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+        decoded = folder / "cache"
+        size = sum(f.stat().st_size for f in decoded.rglob("*") if f.is_file()) / 2**30
+    rows.append(
+        (
+            f"sweep on {images:,} JPEGs {side}px (decode, 1 trial of 1 epoch on 2,000): peak RSS",
+            f"{peak:.2f} GB",
+            f"{seconds / 60:.1f} min, cache {size:.1f} GB on disk, target <= 4 GB",
+        )
+    )
+
+    for small_side, count in ((32, 20_000), (224, 2_000)):
+        small = write_jpeg_folder(scratch / f"jpeg{count}-{small_side}", count, small_side)
+        os.environ[image_cache.CACHE_ENV] = str(scratch / "cache")
+        ds = data.load(f"folder:{small}", image_size=(small_side, small_side))
+        in_memory = dataclasses.replace(
+            ds,
+            x_train=np.asarray(ds.x_train),
+            x_val=np.asarray(ds.x_val),
+            x_test=np.asarray(ds.x_test),
+        )
+        params = {**FIXED_CNN, "filters": 16, "dense_units": 32, "batch_size": 128}
+        speeds = {"disk": [], "memory": []}
+        for _ in range(3):
+            for arm, dataset in (("disk", ds), ("memory", in_memory)):
+                result = train.train("cnn", params, dataset, epochs=3, seed=0)
+                speeds[arm].append(result.images_per_second)
+        disk, memory = (float(np.median(speeds[a])) for a in ("disk", "memory"))
+        rows.append(
+            (
+                f"training from the cache vs in memory, {len(ds.y_train):,} images {small_side}px",
+                f"{disk / memory:.2f}x",
+                f"median of 3: {disk:.0f} vs {memory:.0f} images/s (target >= 0.9x)",
+            )
+        )
+
+
 SECTIONS = {
     "overhead": overhead,
     "startup": startup,
@@ -721,6 +827,7 @@ SECTIONS = {
     "ablation": ablation,
     "minutes": in_minutes,
     "search-gain": search_gain,
+    "image-cache": image_cache_section,
 }
 
 
@@ -738,15 +845,15 @@ def main():
     parser.add_argument(
         "--scale", type=float, default=1.0, help="search-gain: of the file's budget.minutes"
     )
+    parser.add_argument("--images", type=int, default=100_000, help="image-cache's folder")
     args = parser.parse_args()
     rows = []
     started = time.perf_counter()
     gain = {"dataset": args.dataset, "arm": args.arm, "seed": args.seed, "scale": args.scale}
     for name in args.only.split(","):
         print(f"running {name}...", file=sys.stderr, flush=True)
-        SECTIONS[name](
-            Path(args.data_dir).resolve(), rows, **(gain if name == "search-gain" else {})
-        )
+        options = {"search-gain": gain, "image-cache": {"images": args.images}}
+        SECTIONS[name](Path(args.data_dir).resolve(), rows, **options.get(name, {}))
     machine = f"{socket.gethostname()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
     table = "\n".join(
         [

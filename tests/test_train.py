@@ -150,7 +150,7 @@ def test_alternating_flips_mirror_exactly_the_images_not_mirrored_the_epoch_befo
     x = np.zeros((n, 2, 4, 1), np.uint8)
     x[:, :, 0, 0] = np.arange(n)[:, None]
     x[:, :, -1, 0] = 255
-    batches = list(train.alternating_flips(x, np.arange(n), 4, epochs, seed=0))
+    batches = list(train.shuffled_batches(x, np.arange(n), 4, epochs, seed=0, alternate=True))
     assert len(batches) == epochs * 3  # ceil(10 / 4) batches an epoch, none across epochs
     mirrored_by_epoch = []
     for epoch in range(epochs):

@@ -10,17 +10,19 @@ from __future__ import annotations
 import csv
 import functools
 import gzip
+import hashlib
 import logging
 import os
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from sweeper import image_cache
 from sweeper.errors import DataError
+from sweeper.image_cache import Images
 
 IDX_FILES = (
     "train-images-idx3-ubyte.gz",
@@ -130,11 +132,11 @@ class Dataset:
     """Train, validation and test splits in uint8, with class names."""
 
     name: str
-    x_train: np.ndarray
+    x_train: Images
     y_train: np.ndarray
-    x_val: np.ndarray
+    x_val: Images
     y_val: np.ndarray
-    x_test: np.ndarray
+    x_test: Images
     y_test: np.ndarray
     class_names: tuple[str, ...]
     skipped_images: int = 0
@@ -152,6 +154,19 @@ class Dataset:
         """What its experiment and studies are bound to (`identity`)."""
         return identity(self.options.get("data_source", self.name))
 
+    @functools.cached_property
+    def digest(self) -> str:
+        """A short hash of the training split, read without copying it: the labels, the
+        cache rows of images on disk, or up to 1,000 evenly spaced images in memory."""
+        digest = hashlib.md5(np.ascontiguousarray(self.y_train).tobytes())
+        digest.update(repr(self.x_train.shape).encode())
+        if isinstance(self.x_train, image_cache.DiskImages):
+            digest.update(str(self.x_train.path).encode() + self.x_train.rows.tobytes())
+        else:
+            step = max(1, len(self.x_train) // 1000)
+            digest.update(np.ascontiguousarray(self.x_train[::step]).tobytes())
+        return digest.hexdigest()[:8]
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
@@ -164,7 +179,7 @@ class Dataset:
         """Training and validation data as one training set, for a refit (no validation)."""
         return replace(
             self,
-            x_train=np.concatenate([self.x_train, self.x_val]),
+            x_train=image_cache.concat(self.x_train, self.x_val),
             y_train=np.concatenate([self.y_train, self.y_val]),
             x_val=self.x_val[:0],
             y_val=self.y_val[:0],
@@ -394,7 +409,7 @@ def survey(name: str, image_dir: str | os.PathLike | None = None) -> Survey:
     (headers only: fast on any folder)."""
     from PIL import Image
 
-    files, _, class_names = _list_source(name, image_dir)
+    files, _, class_names, _ = _list_source(name, image_dir)
     sample = np.random.default_rng(0).permutation(len(files))[:200]
     sides = []
     for i in sample:
@@ -407,64 +422,51 @@ def survey(name: str, image_dir: str | os.PathLike | None = None) -> Survey:
 
 
 def _list_source(name, image_dir=None):
-    """Every listed image of a `folder:` or `csv:` dataset (a Test/ folder's included),
-    their labels and the class names."""
+    """Every listed image of a `folder:` or `csv:` dataset, their labels, the class names,
+    and where a `Test/` folder's images start in the list (None: no test folder)."""
     kind, path = name.split(":", 1)
     root = Path(path)
     if not root.exists():
         raise DataError(f"{name}: {root} does not exist")
     if kind == "csv":
-        return _read_label_csv(root, image_dir)
+        return (*_read_label_csv(root, image_dir), None)
     train_dir, test_dir = _train_test_dirs(root)
     class_names = _class_dirs(train_dir, name)
     files, labels = _list_class_files(train_dir, class_names)
-    if test_dir is not None:
-        test_files, test_labels = _list_class_files(test_dir, class_names)
-        files, labels = files + test_files, np.concatenate([labels, test_labels])
-    return files, labels, class_names
+    if test_dir is None:
+        return files, labels, class_names, None
+    test_files, test_labels = _list_class_files(test_dir, class_names)
+    return files + test_files, np.concatenate([labels, test_labels]), class_names, len(files)
 
 
 def _load_images(name, image_size, seed, image_dir=None):
-    kind, path = name.split(":", 1)
-    root = Path(path)
-    if not root.exists():
-        raise DataError(f"{name}: {root} does not exist")
-    if kind == "csv":
-        files, labels, class_names = _read_label_csv(root, image_dir)
-        train_idx, test_idx = _split_indices(labels, validation_size(len(labels), 0.2), seed)
-        train_files, test_files = [files[i] for i in train_idx], [files[i] for i in test_idx]
-        train_labels, test_labels = labels[train_idx], labels[test_idx]
+    """A folder's or CSV's images, decoded once into the image cache and read from there,
+    with its test split: a `Test/` folder, else a seeded, stratified fifth."""
+    files, labels, class_names, test_start = _list_source(name, image_dir)
+    if test_start is None:
+        train_rows, test_rows = _split_indices(labels, validation_size(len(labels), 0.2), seed)
     else:
-        train_dir, test_dir = _train_test_dirs(root)
-        class_names = _class_dirs(train_dir, name)
-        train_files, train_labels = _list_class_files(train_dir, class_names)
-        if test_dir is None:
-            train_idx, test_idx = _split_indices(
-                train_labels, validation_size(len(train_labels), 0.2), seed
-            )
-            test_files = [train_files[i] for i in test_idx]
-            test_labels = train_labels[test_idx]
-            train_files = [train_files[i] for i in train_idx]
-            train_labels = train_labels[train_idx]
-        else:
-            test_files, test_labels = _list_class_files(test_dir, class_names)
-    _check_files_exist(name, train_files + test_files, image_dir)
-    x_train, y_train, skipped_train = _read_images(train_files, train_labels, image_size)
-    x_test, y_test, skipped_test = _read_images(test_files, test_labels, image_size)
+        train_rows, test_rows = np.arange(test_start), np.arange(test_start, len(labels))
+    _check_files_exist(name, files, image_dir)
+    height, width = image_size
+    images, readable = image_cache.decoded(files, image_size, lambda f: _decode(f, (width, height)))
+    train_rows, test_rows = train_rows[readable[train_rows]], test_rows[readable[test_rows]]
+    x_train, y_train = images[train_rows], labels[train_rows]
+    x_test, y_test = images[test_rows], labels[test_rows]
     if len(y_train) == 0:
-        raise DataError(f"{name}: no readable training images under {root}")
+        raise DataError(f"{name}: no readable training images under {name.split(':', 1)[1]}")
     if empty := [c for i, c in enumerate(class_names) if not np.any(y_train == i)]:
         raise DataError(
             f"{name}: no readable training image of class {', '.join(empty)} (each class "
             "needs some; unreadable files are skipped)"
         )
-    skipped = skipped_train + skipped_test
+    skipped = int(np.sum(~readable))
     if skipped:
         log.warning(
             "%s: skipped %d unreadable image(s) of %d",
             name,
             skipped,
-            len(train_files) + len(test_files),
+            len(files),
         )
     return x_train, y_train, x_test, y_test, class_names, skipped
 
@@ -540,21 +542,6 @@ def _split_indices(labels, count, seed):
     """The rest and `count` split off, a seeded split with every class in proportion."""
     split = stratified(labels, count, np.random.default_rng(seed))
     return np.setdiff1d(np.arange(len(labels)), split), split
-
-
-def _read_images(files, labels, image_size):
-    """Decodes every file to RGB `image_size` on all cores, into one preallocated array;
-    unreadable files (and images too large to be safe) are skipped and counted."""
-    height, width = image_size
-    x = np.empty((len(files), height, width, 3), np.uint8)
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Pillow decodes without the GIL
-        kept = []
-        for i, image in enumerate(pool.map(lambda f: _decode(f, (width, height)), files)):
-            if image is not None:
-                x[i] = image
-                kept.append(i)
-    x = x[kept] if len(kept) < len(files) else x
-    return x, np.asarray(labels, dtype=np.int64)[kept], len(files) - len(kept)
 
 
 def _decode(path, size) -> np.ndarray | None:

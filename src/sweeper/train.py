@@ -17,6 +17,7 @@ import tensorflow as tf
 from sweeper import families, policy, schema
 from sweeper.data import Dataset
 from sweeper.families._layers import ALTERNATING
+from sweeper.image_cache import DiskImages, Images
 from sweeper.metrics import evaluate
 
 # Every optimizer takes Keras' decoupled `weight_decay` (0: none) and weight averaging
@@ -145,7 +146,7 @@ def train(
     start = time.perf_counter()
     fit = model.fit(
         **_inputs(p, dataset.x_train, y_train, epochs, seed),
-        validation_data=(dataset.x_val, y_val) if len(y_val) else None,
+        validation_data=_validation(dataset.x_val, y_val, p["batch_size"]),
         epochs=epochs,
         callbacks=fit_callbacks,
         verbose=verbose,
@@ -171,10 +172,15 @@ def train(
     pruned = pruned or stopped_by in PRUNING_STOPS
 
     # A diverged model's outputs are NaN: scored as the nothing it predicts.
-    probs = np.nan_to_num(model.predict(dataset.x_test, batch_size=512, verbose=0))
+    probs = np.nan_to_num(predict(model, dataset.x_test))
     test = evaluate(probs, dataset.y_test, p["loss"])
     if p["tta"] != "none":  # scored beside test_accuracy; selection never reads it
-        views = tta(lambda x: model.predict(x, batch_size=512, verbose=0), dataset.x_test, p["tta"])
+        views = np.concatenate(
+            [
+                tta(lambda x: model.predict(x, batch_size=512, verbose=0), chunk, p["tta"])
+                for chunk in chunks(dataset.x_test)
+            ]
+        )
         test["test_accuracy_tta"] = float(np.mean(views.argmax(1) == dataset.y_test))
     images = len(dataset.y_train) * len(history.get("loss", []))
     return TrialResult(
@@ -187,7 +193,7 @@ def train(
         pruned,
         stopped_by,
         model_epoch,
-        costs(model, dataset.x_test[:1]),
+        costs(model, np.asarray(dataset.x_test[:1])),
     )
 
 
@@ -204,24 +210,27 @@ def tta(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, mode: str) -
     return 0.5 * pair + 0.25 * pairs[0] + 0.25 * pairs[1]
 
 
-def alternating_flips(
-    x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, seed: int
+def shuffled_batches(
+    x: Images, y: np.ndarray, batch_size: int, epochs: int, seed: int, alternate: bool = False
 ) -> tf.data.Dataset:
-    """Batches of (x, y) for `epochs` epochs, a new order each epoch, in which each image is
-    mirrored every other epoch: a random half in the first epoch, then exactly the images
-    that were not mirrored the epoch before (airbench's alternating flip: every image is
-    seen both ways in any two epochs, where random flips repeat one side a quarter of the
-    time). A `tf.data.Dataset`, since the flip depends on the image and the epoch."""
+    """Batches of (x, y) for `epochs` epochs, a new order each epoch. With `alternate`, each
+    image is mirrored every other epoch: a random half in the first epoch, then exactly the
+    images that were not mirrored the epoch before (airbench's alternating flip: every image
+    is seen both ways in any two epochs, where random flips repeat one side a quarter of the
+    time). Images on disk are read a batch at a time, in file order within the batch."""
     rng = np.random.default_rng(seed)
     n = len(x)
     orders = tf.constant(np.stack([rng.permutation(n) for _ in range(epochs)]))
     first = tf.constant(rng.random(n) < 0.5)
-    images, labels = tf.constant(x), tf.constant(y)
+    gather, labels = _gatherer(x), tf.constant(y)
 
     def batch(indices, epoch):
-        mirror = tf.not_equal(tf.gather(first, indices), tf.equal(epoch % 2, 1))
-        xb = tf.gather(images, indices)
-        xb = tf.where(mirror[:, None, None, None], tf.reverse(xb, axis=[2]), xb)
+        if isinstance(x, DiskImages):
+            indices = tf.sort(indices)  # a batch has no order; the file reads faster in one
+        xb = gather(indices)
+        if alternate:
+            mirror = tf.not_equal(tf.gather(first, indices), tf.equal(epoch % 2, 1))
+            xb = tf.where(mirror[:, None, None, None], tf.reverse(xb, axis=[2]), xb)
         return xb, tf.gather(labels, indices)
 
     return (
@@ -238,16 +247,67 @@ def alternating_flips(
     )
 
 
+def in_order(x: DiskImages, y: np.ndarray | None, batch_size: int) -> tf.data.Dataset:
+    """Batches of images read from disk in order (with their labels, unless None): for
+    validation and prediction."""
+    gather = _gatherer(x)
+    positions = tf.data.Dataset.range(len(x)).batch(batch_size)
+    if y is None:
+        batches = positions.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        labels = tf.constant(y)
+        batches = positions.map(
+            lambda i: (gather(i), tf.gather(labels, i)), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def _gatherer(x: Images) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Images at positions: gathered from a constant, or read from the cache file."""
+    if not isinstance(x, DiskImages):
+        images = tf.constant(x)
+        return lambda indices: tf.gather(images, indices)
+
+    def read(indices):
+        images = tf.numpy_function(x.read, [indices], tf.uint8, stateful=False)
+        images.set_shape((None, *x.shape[1:]))
+        return images
+
+    return read
+
+
+def predict(model: keras.Model, x: Images, batch_size: int = 512) -> np.ndarray:
+    """Class probabilities for images in memory or on disk."""
+    if isinstance(x, DiskImages):
+        return model.predict(in_order(x, None, batch_size), verbose=0)
+    return model.predict(x, batch_size=batch_size, verbose=0)
+
+
+def chunks(x: Images, size: int = 4096) -> list[np.ndarray]:
+    """`x` as arrays in memory: itself, or from disk `size` images at a time."""
+    if not isinstance(x, DiskImages):
+        return [x]
+    return [x[start : start + size].read() for start in range(0, len(x), size)]
+
+
 def _inputs(p, x, y, epochs, seed) -> dict:
-    """`fit`'s training inputs: the arrays, or with an alternating flip the dataset that
-    mirrors them (it holds all the epochs: Keras keeps its iterator across them)."""
-    if p["flip"] != ALTERNATING:
+    """`fit`'s training inputs: the arrays, or a dataset that reads them from disk and/or
+    mirrors them alternately (it holds all the epochs: Keras keeps its iterator across
+    them)."""
+    alternate = p["flip"] == ALTERNATING
+    if not alternate and not isinstance(x, DiskImages):
         return {"x": x, "y": y, "batch_size": p["batch_size"]}
     return {
-        "x": alternating_flips(x, y, p["batch_size"], epochs, seed),
+        "x": shuffled_batches(x, y, p["batch_size"], epochs, seed, alternate),
         "steps_per_epoch": math.ceil(len(y) / p["batch_size"]),
         "shuffle": False,  # it shuffles itself
     }
+
+
+def _validation(x, y, batch_size):
+    if not len(y):
+        return None
+    return in_order(x, y, batch_size) if isinstance(x, DiskImages) else (x, y)
 
 
 def make_optimizer(p: dict, learning_rate: float, steps: int) -> keras.optimizers.Optimizer:
@@ -360,7 +420,7 @@ def _fine_tune(model, module, p, dataset, y_train, y_val, callbacks, history, ve
     done = len(history["loss"])
     more = model.fit(
         **_inputs(p, dataset.x_train, y_train, p["fine_tune_epochs"], seed),
-        validation_data=(dataset.x_val, y_val) if len(y_val) else None,
+        validation_data=_validation(dataset.x_val, y_val, p["batch_size"]),
         initial_epoch=done,
         epochs=done + p["fine_tune_epochs"],
         callbacks=callbacks,

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from sweeper import devices, engines, families, policy
+from sweeper import devices, engines, families, image_cache, policy
 from sweeper.config import SweepSpec
 from sweeper.errors import SweeperError
 from sweeper.sweep import SweepRun, ending, finish, prepare
@@ -60,7 +60,7 @@ def supervise(
             plan = devices.plan(
                 requested,
                 trials=spec.trials - policy.finished(sweep.engine.trials()),
-                data_bytes=sweep.dataset.x_train.nbytes,
+                data_bytes=image_cache.size_of(sweep.dataset.x_train),
                 gpu_ids=devices.gpus(),
                 n_cores=devices.cores(),
                 memory=devices.available_memory(),

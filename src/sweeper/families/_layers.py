@@ -14,7 +14,7 @@ def pixel_input(
 ) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     """Raw uint8 pixels in, scaled to [0, 1], so an exported model needs nothing else; then
     the augmentation `p` asks for (`translate`, `flip`, `cutout`; an alternating flip is the
-    input feed's, `train.alternating_flips`). Keras' augmentation
+    input feed's, `train.shuffled_batches`). Keras' augmentation
     layers act in training only: the model predicts on clean pixels."""
     inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="pixels")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)

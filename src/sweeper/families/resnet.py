@@ -65,7 +65,7 @@ def adapt(model: keras.Model, x_train: np.ndarray) -> None:
     their negatives, with biases that centre the patches. It stays frozen."""
     if WHITEN not in {layer.name for layer in model.layers}:
         return
-    kernel, bias = whitening(x_train[:WHITEN_IMAGES])
+    kernel, bias = whitening(np.asarray(x_train[:WHITEN_IMAGES]))
     model.get_layer(WHITEN).set_weights([kernel, bias])
 
 

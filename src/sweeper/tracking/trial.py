@@ -13,6 +13,7 @@ from typing import Any
 
 import keras
 import mlflow
+import numpy as np
 from mlflow.entities import Metric
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
@@ -105,24 +106,24 @@ def fail_run(error: str, trace: str) -> None:
 
 def log_dataset(dataset: Dataset) -> None:
     """The training data as the active run's input (name, source, digest), so MLflow's
-    Dataset column and views show what each trial trained on."""
-    cached = _INPUTS.get(id(dataset))
-    if cached is None or cached[0] is not dataset:
-        with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways"
-            warnings.simplefilter("ignore", UserWarning)
-            entity = mlflow.data.from_numpy(
-                dataset.x_train, targets=dataset.y_train, source=dataset.source, name=dataset.name
-            )
-        cached = _INPUTS[id(dataset)] = (dataset, entity)  # the digest costs ~0.1 s: once
+    Dataset column and views show what each trial trained on. MLflow sees one image
+    broadcast to the split's shape and the dataset's own digest: nothing is copied or read."""
+    first = np.asarray(dataset.x_train[:1])
+    with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways"
+        warnings.simplefilter("ignore", UserWarning)
+        entity = mlflow.data.from_numpy(
+            np.broadcast_to(first, dataset.x_train.shape),
+            targets=dataset.y_train,
+            source=dataset.source,
+            name=dataset.name,
+            digest=dataset.digest,
+        )
     try:
-        mlflow.log_input(cached[1], context="training")
+        mlflow.log_input(entity, context="training")
     except mlflow.exceptions.MlflowException as error:
         # Lineage only: MLflow's SQL store can race on a dataset's first row when workers
         # start together (the sweep's parent logs it first to avoid that); never fail a trial.
         log.warning("could not record the training data as the run's input: %s", error)
-
-
-_INPUTS: dict[int, tuple[Dataset, Any]] = {}
 
 
 def log_model(run: TrialRun, model: keras.Model | None, result: Any, dataset: Dataset) -> None:
@@ -135,7 +136,7 @@ def log_model(run: TrialRun, model: keras.Model | None, result: Any, dataset: Da
             model,
             name=names.MODEL,
             signature=mlflow.models.infer_signature(
-                dataset.x_test[:2], result.test_probabilities[:2]
+                np.asarray(dataset.x_test[:2]), result.test_probabilities[:2]
             ),
             pip_requirements=model_requirements(),
         )

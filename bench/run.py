@@ -93,16 +93,14 @@ def run_raw(data_dir, *args) -> tuple[dict, float, float]:
     return json.loads(out.stdout.strip().splitlines()[-1]), wall, t0
 
 
-def child_runs(folder: Path):
+def child_runs(folder: Path, kinds=("trial",)):
     import mlflow
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
     client = MlflowClient()
-    runs = client.search_runs(
-        [e.experiment_id for e in client.search_experiments()], "tags.kind = 'trial'"
-    )
-    return client, runs
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return client, [r for r in runs if r.data.tags.get("kind") in kinds]
 
 
 # --- 1. overhead ---------------------------------------------------------------------------
@@ -632,10 +630,11 @@ def search_gain(data_dir, rows, dataset="fashion_mnist", arm="sweep", seed=0, sc
         fixed = {k: p.value for k, p in spec.families[family].items() if isinstance(p, space.Fixed)}
         body["families"] = {family: {**fixed, **point}}
         body["data"] = {**body.get("data", {}), "limit": 2000}
-        body["budget"] = {
+        minutes = body["budget"]["minutes"]
+        body["budget"] = {  # a minute's search: the one trial must start before it ends
             "trials": 1,
-            "minutes": body["budget"]["minutes"],
-            "search_share": 0.05,
+            "minutes": minutes,
+            "search_share": round(min(0.5, 1.0 / minutes), 3),
             "max_epochs": 2,
         }
         body["warm_start"] = "none"
@@ -644,7 +643,7 @@ def search_gain(data_dir, rows, dataset="fashion_mnist", arm="sweep", seed=0, sc
         path = Path(tmp) / f"{dataset}.yaml"
         path.write_text(yaml.safe_dump(body))
         wall = run_sweeper(Path(tmp), path, "--data-dir", str(data_dir))
-        client, runs = child_runs(Path(tmp))
+        client, runs = child_runs(Path(tmp), kinds=("trial", "refit"))
         refits = [r for r in runs if r.data.tags.get("kind") == "refit"]
         final = (
             refits[0] if refits else max(runs, key=lambda r: r.data.metrics["best_val_accuracy"])

@@ -49,6 +49,10 @@ class StubSweep:
     def seconds_left(self):
         return self.policy.seconds_left()
 
+    def family_to_keep(self, trials):
+        kept = policy.family_to_keep(trials, list(self.spec.families), "maximize", 10_000)
+        return kept and kept[0]
+
 
 def make_spec(tmp_path, engine, study, **changes):
     registered = engines.registered(engine)
@@ -226,3 +230,14 @@ def test_one_worker_of_a_study_claims_its_refit(in_tmp):
     assert [
         w for *_, w in engines.get("optuna")(make_spec(in_tmp, "optuna", "new")).warm_start_points()
     ] == ["claimed #0"]
+
+
+def test_optuna_samples_only_the_family_the_sweep_keeps(in_tmp):
+    spec = make_spec(in_tmp, "optuna", "narrowed", sampler="random", trials=12)
+    first = [("cnn", {"filters": 32}), ("mlp", {"units": 16, "dropout": 0.25})]
+    values = {"cnn": 0.3, "mlp": 0.9}
+    engine = engines.get("optuna")(spec, None)
+    sweep = StubSweep(spec, engine, lambda n: 0.0, first)
+    sweep.values = lambda n: values[next(f for m, f, _ in sweep.ran if m == n)]
+    engine.search(sweep)
+    assert [f for _, f, _ in sweep.ran[2:]] == ["mlp"] * 10  # cnn is far behind after two

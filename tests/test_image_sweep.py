@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from conftest import write_image_folder
-from sweeper import config, image_sweep
+from sweeper import config, data, image_sweep
 from sweeper.cli import main
 
 
@@ -25,7 +25,7 @@ def test_the_recipe_is_sized_to_the_images(tmp_path):
     assert "transfer" not in body["families"]
     assert "1500 images in 3 classes" in text
     spec = config.from_text(text, "default")  # valid as any sweep file
-    assert spec.study == "photos" and spec.minutes == image_sweep.MINUTES
+    assert spec.study.startswith("photos-") and spec.minutes == image_sweep.MINUTES
     chosen = yaml.safe_load(image_sweep.default_sweep(f"folder:{folder}", image_size=48))
     assert chosen["data"]["image_size"] == [48, 48]
 
@@ -51,5 +51,22 @@ def test_sweep_of_a_folder_needs_no_sweep_file(workdir):
     parent = client.search_runs([experiment.experiment_id], "tags.kind = 'sweep'")[0]
     logged = client.download_artifacts(parent.info.run_id, "sweep.yaml", str(workdir))
     assert yaml.safe_load(Path(logged).read_text())["dataset"] == f"folder:{folder}"
+    # another folder of the same name: its own experiment and study, nothing mixed
+    other = write_image_folder(workdir / "elsewhere" / "default-pets", ("cat", "dog"), 12)
+    again = CliRunner().invoke(main, [*args[:1], f"folder:{other}", *args[2:]])
+    assert again.exit_code == 0, again.output
+    name = data.unique_name(f"folder:{other}")
+    second = client.get_experiment_by_name(name)
+    assert second and name != "default-pets" and f"go to experiment {name}" in again.output
+    runs = client.search_runs([second.experiment_id], "tags.kind = 'sweep'")
+    assert [r.data.tags["dataset"] for r in runs] == [name]
+    for dataset, experiment_id in (
+        ("default-pets", experiment.experiment_id),
+        (name, second.experiment_id),
+    ):
+        best = CliRunner().invoke(main, ["best", "--dataset", dataset])
+        assert best.exit_code == 0, best.output
+        run_id = next(w for w in best.output.split() if len(w) == 32)
+        assert client.get_run(run_id).info.experiment_id == experiment_id
     wrong = CliRunner().invoke(main, ["sweep", "sweeps/mnist.yaml", "--backbone", "x.keras"])
     assert wrong.exit_code == 2 and "for folder: or csv: datasets" in wrong.output

@@ -146,3 +146,21 @@ def test_no_trial_starts_that_no_family_could_finish_before_the_deadline(monkeyp
     assert rules.stop_reason([]) == (
         "has 0.8 of its 10 minutes left, less than a trial takes (~1.0 min)"
     )
+
+
+def test_one_family_is_kept_once_every_other_is_behind_beyond_noise():
+    def trials(cnn_value):
+        return [
+            PastTrial(0, COMPLETE, 0.80, family="resnet"),
+            PastTrial(1, COMPLETE, cnn_value, family="cnn"),
+            PastTrial(2, PRUNED, 0.99, family="cnn"),  # pruned: never a family's best
+        ]
+
+    families = ["resnet", "cnn"]
+    # 2 SE at 80% on 7,500 images: 0.0092
+    assert policy.family_to_keep(trials(0.795), families, "maximize", 7500) is None
+    kept, why = policy.family_to_keep(trials(0.70), families, "maximize", 7500)
+    assert kept == "resnet" and "cnn's 0.7000 behind resnet's 0.8000" in why
+    assert policy.family_to_keep(trials(0.70), families, "maximize", None) is None  # noise?
+    assert policy.family_to_keep(trials(0.70)[:1], families, "maximize", 7500) is None
+    assert policy.family_to_keep(trials(0.70), ["resnet"], "maximize", 7500) is None

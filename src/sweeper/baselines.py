@@ -273,6 +273,7 @@ def run(
         )
     ds = data.load(name, data_dir=data_dir, limit=limit, seed=seed, **baseline.data_options)
     tracking.configure(tracking_uri)
+    ds = tracking.own_experiment(ds)
     epochs = epochs or baseline.epochs
     tags = {
         names.KIND: names.KIND_BASELINE,

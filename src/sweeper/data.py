@@ -227,6 +227,14 @@ def identity(name: str) -> str:
     return name
 
 
+def unique_name(name: str) -> str:
+    """A name no other dataset has: a named dataset's; a folder's or CSV's short name and a
+    digest of its resolved path (`flowers-3f2a1c`), so two folders called flowers differ."""
+    if not name.startswith(SOURCE_PREFIXES):
+        return name
+    return f"{display_name(name)}-{hashlib.sha256(identity(name).encode()).hexdigest()[:6]}"
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     chosen = data_dir or os.environ.get("SWEEPER_DATA_DIR")
     return Path(chosen) if chosen else None

@@ -88,7 +88,7 @@ def default_sweep(
         "objective": {"metric": "val_accuracy", "direction": "maximize"},
         "budget": {"trials": 20, "minutes": MINUTES, "search_share": 0.5, "max_epochs": epochs},
         "seed": 0,
-        "study": data.display_name(source),
+        "study": data.unique_name(source),
         "precision": "auto",
         "families": families,
     }

@@ -198,6 +198,30 @@ def refit_choice(
     )
 
 
+def family_to_keep(
+    trials: Sequence[PastTrial], families: Sequence[str], direction: str, val_images: int | None
+) -> tuple[str, str] | None:
+    """The one family left worth sampling, and why: once every family has a complete trial
+    (its recipe comes first) and each other family's best is behind the leader's best by
+    more than two standard errors (binomial, at the leader's accuracy on `val_images`).
+    None while any could still win, with one family, or where the noise is not known."""
+    if len(families) < 2 or not val_images:
+        return None
+    bests = [best([t for t in trials if t.family == f], direction) for f in families]
+    if any(b is None for b in bests):
+        return None
+    leader = best([b for b in bests if b is not None], direction)
+    assert leader is not None and leader.value is not None
+    noise = metrics.standard_error(leader.value, val_images)
+    behind = [b for b in bests if b is not None and b.family != leader.family]
+    if any(abs(leader.value - (b.value or 0.0)) <= 2 * noise for b in behind):
+        return None
+    others = ", ".join(f"{b.family}'s {b.value:.4f}" for b in behind)
+    return leader.family, (
+        f"{others} behind {leader.family}'s {leader.value:.4f} beyond noise (2 x {noise:.4f})"
+    )
+
+
 @dataclass(frozen=True)
 class RefitPlan:
     epochs: int

@@ -6,6 +6,7 @@ names, the run it came from); Keras ignores it when loading, `predict` reads it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import zipfile
@@ -348,6 +349,7 @@ def rerun(run_id: str, data_dir: str | None = None) -> tuple:
         **({"image_size": image_size} if image_size else {}),
         image_dir=p.get("image_dir"),
     )
+    dataset = dataclasses.replace(dataset, name=original.data.tags.get(names.DATASET, dataset.name))
     tags = {
         names.KIND: original.data.tags.get(names.KIND, names.KIND_TRIAL),
         names.RERUN_OF: run_id,

@@ -246,6 +246,25 @@ class SweepRun:
     def seconds_left(self) -> float | None:
         return self.policy.seconds_left()
 
+    def family_to_keep(self, trials: Sequence[PastTrial]) -> str | None:
+        if len(self.spec.objectives) > 1:  # a front wants every family's trade-off
+            return None
+        kept = policy.family_to_keep(
+            trials,
+            list(self.spec.families),
+            self.spec.direction,
+            val_images(self.spec, self.dataset),
+        )
+        if kept is None:
+            return None
+        log.info("only %s is sampled from here: %s", *kept)
+        self.tracked.later(
+            lambda: tracking.set_tags(
+                self.tracked.run.run_id, {names.FAMILY_KEPT: f"{kept[0]}: {kept[1]}"}
+            )
+        )
+        return kept[0]
+
     def run_trial(
         self,
         number: int,
@@ -432,6 +451,9 @@ def prepare(
     started = policy.now() if started is None else started
     spec = dataclasses.replace(spec, precision=devices.precision(spec.precision))
     dataset = _load(spec, data_dir, spec.limit)
+    if dataset.identity != dataset.name:  # a folder's experiment may need another name
+        tracking.configure(tracking_uri)
+        dataset = tracking.own_experiment(dataset)
     engine = engines.get(spec.engine)(spec, storage)
     # Libraries and data stay loaded for the whole sweep: the collection each trial starts
     # with (Keras' clear_session) then skips them (0.18 s a trial here, measured). `ending`
@@ -507,7 +529,7 @@ def finish(sweep: SweepRun, data_dir: str | None) -> None:
     if spec.refit_epochs or spec.refit_from_minutes:  # no `data.limit`; --limit holds
         refit(
             spec,
-            _load(spec, data_dir, spec.refit_limit),
+            dataclasses.replace(_load(spec, data_dir, spec.refit_limit), name=sweep.dataset.name),
             sweep.experiment,
             sweep.parent,
             sweep.engine.trials(),
@@ -584,7 +606,7 @@ def refit(
         trials,
         spec.direction,
         recipe_trials(parent.run_id),
-        len(dataset.y_val) if spec.metric.endswith("accuracy") else None,
+        val_images(spec, dataset),
     )
     why = why or chosen
     if best is None:
@@ -722,7 +744,7 @@ def refit_trial(
     value = trial.data.metrics.get(logged, math.nan)
     run = refit(
         spec,
-        _load(spec, data_dir, None),
+        dataclasses.replace(_load(spec, data_dir, None), name=tags[names.DATASET]),
         trial.info.experiment_id,
         parent,
         [PastTrial(number, COMPLETE, value)],
@@ -732,6 +754,11 @@ def refit_trial(
     return run
 
 
+def val_images(spec: SweepSpec, dataset: data.Dataset) -> int | None:
+    """The validation images behind the objective's noise; None: no accuracy, not known."""
+    return len(dataset.y_val) if spec.metric.endswith("accuracy") else None
+
+
 def recipe_trials(parent_run_id: str) -> set[int]:
     """The numbers of a sweep's recipe (baseline) trials."""
     runs = tracking.search_runs({names.PARENT: parent_run_id, names.BASELINE: "yes"})
@@ -739,7 +766,7 @@ def recipe_trials(parent_run_id: str) -> set[int]:
 
 
 def _open_parent(spec: SweepSpec, dataset: data.Dataset, experiment: str) -> tracking.ParentRun:
-    tags = {names.ENGINE: spec.engine, names.DATASET: data.display_name(spec.dataset)}
+    tags = {names.ENGINE: spec.engine, names.DATASET: dataset.name}
     # The baselines of this dataset only: a recipe of another dataset may be a family's first
     # trial here, but it is no baseline of this one.
     recipes = [baselines.for_family(family, spec.dataset) for family in spec.families]

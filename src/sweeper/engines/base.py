@@ -6,7 +6,8 @@ An engine proposes trials; the sweep runs them. It gets:
     `spec.sampler`, `spec.pruner`, `spec.seed`, `spec.direction` and `spec.max_epochs`;
   - a `Sweep` with the points to try first (`first_points`), `run_trial` to train one trial
     (it reports each epoch through `report` and tells whether the trial was pruned), and
-    `stop_reason`, the sweep's policy (budget, timeout, target, failures in a row).
+    `stop_reason`, the sweep's policy (budget, timeout, target, failures in a row), and
+    `family_to_keep`, the family to sample alone once the others cannot compete.
 It gives back, through `trials()`, what its store holds: numbered trials with their state and
 value, from this process and any other worker of the same study. Its store is where a study
 resumes from. An engine records a trial that raised as failed and goes on; Ctrl-C
@@ -36,6 +37,7 @@ class PastTrial:
     state: str
     value: float | None = None
     feasible: bool = True
+    family: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,12 @@ class Sweep(Protocol):
 
     def seconds_left(self) -> float | None:
         """Until the sweep's timeout; None without one."""
+        ...
+
+    def family_to_keep(self, trials: Sequence[PastTrial]) -> str | None:
+        """The only family worth sampling from here, when every other one is behind it
+        beyond noise (`policy.family_to_keep`); None while any could still win. An engine
+        whose sampler can be narrowed samples only that family from then on."""
         ...
 
 

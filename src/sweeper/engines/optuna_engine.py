@@ -144,6 +144,7 @@ class Engine(base.Engine):
                 t.values[0] if t.values else None,
                 t.state != TrialState.COMPLETE
                 or all(e <= 0 for e in policy.excess(t.user_attrs, self.spec.constraints)),
+                str(t.params.get("family", "")),
             )
             for t in self.study.get_trials(deepcopy=False)
         ]
@@ -186,6 +187,9 @@ class Engine(base.Engine):
             # Trials running on other workers hold budget too.
             if sweep.stop_reason(self.trials(), holding=True):
                 study.stop()
+            self._narrow(sweep)
+
+        self._narrow(sweep)  # a resumed study may have decided already
 
         while True:
             self.study.optimize(
@@ -197,6 +201,16 @@ class Engine(base.Engine):
             )
             if sweep.stop_reason(self.trials()) or not self._wait_for_others(sweep):
                 return
+
+    def _narrow(self, sweep: base.Sweep) -> None:
+        """Samples only the family the sweep keeps, once the others cannot compete (Optuna's
+        PartialFixedSampler; queued trials still run as queued)."""
+        if isinstance(self.study.sampler, optuna.samplers.PartialFixedSampler):
+            return
+        if family := sweep.family_to_keep(self.trials()):
+            self.study.sampler = optuna.samplers.PartialFixedSampler(
+                {"family": family}, self.study.sampler
+            )
 
     def claim_refit(self, number: int) -> bool:
         """Atomic in any storage: creating a study whose name another process created

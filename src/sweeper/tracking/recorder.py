@@ -34,37 +34,86 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class Writer:
+    """The writer thread and what it owes: the jobs not yet done (`flush`), the logged
+    models still being saved (`wait_for_models`), and a full disk a background write met
+    (`disk_full`). One per process (`WRITER`): MLflow's active run is a thread's, so every
+    write of a sweep goes through the one thread that holds it."""
+
+    def __init__(self) -> None:
+        self._pending: list[Future] = []
+        self._keras_writes: list[tuple[Future, Future]] = []  # (Keras writes over, whole job)
+        self._disk_full: list[BaseException] = []
+        self._thread = threading.local()
+
+    @functools.cached_property
+    def _executor(self) -> ThreadPoolExecutor:  # started by the first job
+        return ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="sweeper-writer", initializer=self._mark
+        )
+
+    def _mark(self) -> None:
+        self._thread.is_writer = True
+
+    def submit(self, job: Callable[[], T]) -> Future[T]:
+        if self.on_writer():
+            return _run_now(job)
+        future = self._executor.submit(job)
+        self._pending.append(future)
+        return future
+
+    def on_writer(self) -> bool:
+        return bool(getattr(self._thread, "is_writer", False))
+
+    def flush(self) -> None:
+        while self._pending:
+            done, _ = wait(list(self._pending))
+            for future in done:
+                self._pending.remove(future)
+
+    def saving_model(self, keras_done: Future, job: Future) -> None:
+        """`job` saves a model; `keras_done` is set once its Keras writes are over."""
+        self._keras_writes.append((keras_done, job))
+
+    def wait_for_models(self) -> None:
+        while self._keras_writes:
+            keras_done, job = self._keras_writes.pop(0)
+            wait([keras_done, job], return_when=FIRST_COMPLETED)  # the job may end without it
+
+    def met_full_disk(self, error: BaseException) -> None:
+        self._disk_full.append(error)
+
+    def take_disk_full(self) -> BaseException | None:
+        found = self._disk_full[0] if self._disk_full else None
+        self._disk_full.clear()
+        return found
+
+
+WRITER = Writer()
+
+
 def submit(job: Callable[[], T]) -> Future[T]:
     """Runs `job` on the writer thread after every job submitted before it. A job that
     submits another runs it at once: queued, it would wait behind its caller forever."""
-    if on_writer():
-        return _run_now(job)
-    future = _writer().submit(job)
-    _PENDING.append(future)
-    return future
+    return WRITER.submit(job)
 
 
 def on_writer() -> bool:
     """Whether this is the writer thread (a job running)."""
-    return bool(getattr(_THREAD, "is_writer", False))
+    return WRITER.on_writer()
 
 
 def flush() -> None:
     """Waits until the writer has done every job submitted so far. Raises nothing: a job's
     error goes to whoever waits for its result, or is warned about (`warn_on_error`)."""
-    while _PENDING:
-        done, _ = wait(list(_PENDING))
-        for future in done:
-            _PENDING.remove(future)
+    WRITER.flush()
 
 
 def wait_for_models() -> None:
     """Waits until the writer has saved every logged model so far. The next trial's
     `clear_session` resets Keras' global state, which a model being saved still reads; its
     plots and run bookkeeping may go on beside training."""
-    while _KERAS_WRITES:
-        keras_done, job = _KERAS_WRITES.pop(0)
-        wait([keras_done, job], return_when=FIRST_COMPLETED)  # the job may end without it
+    WRITER.wait_for_models()
 
 
 def warn_on_error(job: Callable[[], None], what: str) -> Callable[[], None]:
@@ -76,7 +125,7 @@ def warn_on_error(job: Callable[[], None], what: str) -> Callable[[], None]:
             job()
         except Exception as error:
             if disk_full(error):  # every later write would meet it too: the sweep stops
-                _DISK_FULL.append(error)
+                WRITER.met_full_disk(error)
             log.warning("%s: %s", what, error)
 
     return guarded
@@ -85,20 +134,7 @@ def warn_on_error(job: Callable[[], None], what: str) -> Callable[[], None]:
 def disk_full_on_writer() -> BaseException | None:
     """The full-disk error a background write met since the last call, if any (taken: the
     sweep that reads it stops on it)."""
-    found = _DISK_FULL[0] if _DISK_FULL else None
-    _DISK_FULL.clear()
-    return found
-
-
-@functools.cache
-def _writer() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(
-        max_workers=1, thread_name_prefix="sweeper-writer", initializer=_mark_writer
-    )
-
-
-def _mark_writer() -> None:
-    _THREAD.is_writer = True
+    return WRITER.take_disk_full()
 
 
 def _run_now(job: Callable[[], T]) -> Future[T]:
@@ -108,12 +144,6 @@ def _run_now(job: Callable[[], T]) -> Future[T]:
     except BaseException as error:  # Ctrl-C too: raised where the result is asked for
         future.set_exception(error)
     return future
-
-
-_PENDING: list[Future] = []
-_DISK_FULL: list[BaseException] = []
-_KERAS_WRITES: list[tuple[Future, Future]] = []  # (its Keras writes are over, its whole job)
-_THREAD = threading.local()
 
 
 def _trial_module() -> Any:
@@ -207,7 +237,7 @@ class TrialRecorder:
             trial.end_run(self.state, self.tags)
 
         job = self._write(write, "its end was not recorded")
-        _KERAS_WRITES.append((keras_done, job))
+        WRITER.saving_model(keras_done, job)
 
     def fail(self, error: BaseException) -> None:
         """Ends the run failed with `error` (its traceback kept, not for Ctrl-C). Best

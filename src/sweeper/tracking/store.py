@@ -6,6 +6,7 @@ server. `MLFLOW_TRACKING_URI` or `--tracking-uri` points elsewhere (an MLflow se
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -16,6 +17,8 @@ import mlflow
 from mlflow.entities import Metric, Param, Run
 from mlflow.tracking import MlflowClient
 
+from sweeper import data
+from sweeper.data import Dataset
 from sweeper.errors import SweeperError
 from sweeper.metrics import standard_error
 from sweeper.tracking import names
@@ -38,6 +41,35 @@ def configure(tracking_uri: str | None = None) -> str:
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def experiment_name(name: str, identity: str) -> str:
+    """The experiment a dataset's runs go to: its short name, unless that experiment holds
+    another dataset's runs (a folder of the same last name elsewhere): then the name and a
+    digest of the identity (`flowers-3f2a1c`), the same on every run of that dataset."""
+    if identity == name:  # a named dataset: its name is its identity
+        return name
+    candidates = (name, data.unique_name(identity))
+    for candidate in candidates:
+        found = mlflow.get_experiment_by_name(candidate)
+        if found is None or found.tags.get(names.DATASET_IDENTITY) in (None, identity):
+            return candidate
+    return candidates[-1]  # held by a third dataset of the same digest: experiment_id says so
+
+
+def own_experiment(dataset: Dataset) -> Dataset:
+    """`dataset` named as its own experiment (`experiment_name`), so its runs' `dataset` tag
+    and `sweeper best --dataset` tell two folders of the same name apart."""
+    name = experiment_name(dataset.name, dataset.identity)
+    if name == dataset.name:
+        return dataset
+    log.info(
+        "experiment %s holds the runs of other images; %s's go to experiment %s",
+        dataset.name,
+        dataset.identity,
+        name,
+    )
+    return dataclasses.replace(dataset, name=name)
 
 
 def experiment_id(name: str, identity: str | None = None) -> str:

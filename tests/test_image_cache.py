@@ -4,6 +4,8 @@ read back row for row."""
 from __future__ import annotations
 
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +83,8 @@ def test_unreadable_files_are_marked_and_an_interrupted_decode_leaves_nothing(tm
     os.utime(files[0], ns=(2, 2))  # a new listing, decoded afresh
     with pytest.raises(KeyboardInterrupt):
         image_cache.decoded(files, (4, 4), failing)
-    assert len(list(cache.iterdir())) == 1  # the first listing's; no partial one is left
+    entries = [p.name for p in cache.iterdir() if p.is_dir()]
+    assert len(entries) == 1 and "partial" not in entries[0]  # the first listing's only
     decode = Counting()
     image_cache.decoded(files, (4, 4), decode)
     assert decode.calls == 3
@@ -108,3 +111,16 @@ def test_a_folder_dataset_stays_on_disk_and_trains_from_it(tmp_path, cache):
     result = train.train("mlp", {"batch_size": 8, "tta": "flip"}, ds, epochs=1, seed=0)
     assert len(result.test_probabilities) == len(ds.y_test)
     assert "test_accuracy_tta" in result.test
+
+
+def test_processes_that_need_one_listing_together_decode_it_once(tmp_path, cache):
+    files = _pngs(tmp_path / "pngs", 3)
+    decode = Counting()
+
+    def slow(path):
+        time.sleep(0.2)  # long enough that the second caller arrives while the first decodes
+        return decode(path)
+
+    with ThreadPoolExecutor(2) as pool:  # flock excludes two open files in one process too
+        found = list(pool.map(lambda _: image_cache.decoded(files, (4, 4), slow)[0].path, [0, 1]))
+    assert decode.calls == 3 and found[0] == found[1]

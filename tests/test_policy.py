@@ -76,6 +76,16 @@ def test_refit_plan_fits_whole_epochs_from_the_measured_speed():
     )
     assert with_tta.epochs == 10
     assert plan.images == 5000
+    # the trial's epochs also predicted 3,000 validation images, as 1,000 trained ones cost
+    validated = policy.refit_plan(
+        600,
+        [30.0, 10.0, 10.0],
+        trial_images=1000,
+        refit_images=5000,
+        test_images=1000,
+        val_images=3000,
+    )
+    assert validated.seconds_per_epoch == 25 and validated.epochs == 22  # 0.005 s an image
     too_short = policy.refit_plan(40, [30.0], trial_images=1000, refit_images=5000, test_images=10)
     assert too_short.epochs == 0  # 0.03 s an image: ~660 images fit, fewer than the trial's
 
@@ -153,7 +163,7 @@ def test_one_family_is_kept_once_every_other_is_behind_beyond_noise():
         return [
             PastTrial(0, COMPLETE, 0.80, family="resnet"),
             PastTrial(1, COMPLETE, cnn_value, family="cnn"),
-            PastTrial(2, PRUNED, 0.99, family="cnn"),  # pruned: never a family's best
+            PastTrial(2, PRUNED, 0.99, family="cnn"),  # a complete trial's value counts first
         ]
 
     families = ["resnet", "cnn"]
@@ -164,3 +174,9 @@ def test_one_family_is_kept_once_every_other_is_behind_beyond_noise():
     assert policy.family_to_keep(trials(0.70), families, "maximize", None) is None  # noise?
     assert policy.family_to_keep(trials(0.70)[:1], families, "maximize", 7500) is None
     assert policy.family_to_keep(trials(0.70), ["resnet"], "maximize", 7500) is None
+    # a family whose every trial was pruned (at chance) shows what its trials reached
+    at_chance = [trials(0.70)[0], PastTrial(1, PRUNED, 0.10, family="cnn")]
+    assert policy.family_to_keep(at_chance, families, "maximize", 7500)[0] == "resnet"
+    ahead = [trials(0.70)[0], PastTrial(1, PRUNED, 0.85, family="cnn")]
+    assert policy.family_to_keep(ahead, families, "maximize", 7500) is None
+    assert policy.family_to_keep([ahead[1]], families, "maximize", 7500) is None  # no leader

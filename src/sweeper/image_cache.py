@@ -10,6 +10,7 @@ than memory trains in a few hundred megabytes.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -52,10 +53,15 @@ def decoded(
 ) -> tuple[DiskImages, np.ndarray]:
     """The images of `files` at `image_size` (height, width) as one cached file, and which
     of them were readable (`decode` gave None for the others; their rows are zeros).
-    Decodes only when the cache lacks this listing; a half-written cache is never read."""
+    Decodes only when the cache lacks this listing (one process at a time: the others wait
+    for its result); a half-written cache is never read."""
     folder = cache_dir() / key(files, image_size)
     if not (folder / READABLE).is_file():
-        _write(folder, files, image_size, decode, workers or os.cpu_count() or 1)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.with_name(f"{folder.name}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the workers of a sweep decode once, not each
+            if not (folder / READABLE).is_file():
+                _write(folder, files, image_size, decode, workers or os.cpu_count() or 1)
     return DiskImages(folder / IMAGES), np.load(folder / READABLE)
 
 

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 from sweeper import baselines, metrics, schema, space
 from sweeper.config import SweepSpec
-from sweeper.engines.base import COMPLETE, FINISHED, RUNNING, PastTrial
+from sweeper.engines.base import COMPLETE, FINISHED, PRUNED, RUNNING, PastTrial
 
 MAX_FAILURES_IN_A_ROW = 3
 # What a refit costs besides its epochs: loading all the data, building, saving and writing
 # its run (measured: 5-15 s on CIFAR-10 here), with room to spare.
 REFIT_MARGIN_SECONDS = 20.0
+PREDICTION_SHARE = 1 / 3  # an image predicted costs about a third of one trained on
 # Test-time views a refit predicts, by `tta`.
 TTA_VIEWS = {"none": 1, "flip": 2, "flip+translate": 6}
 log = logging.getLogger(__name__)
@@ -201,25 +202,36 @@ def refit_choice(
 def family_to_keep(
     trials: Sequence[PastTrial], families: Sequence[str], direction: str, val_images: int | None
 ) -> tuple[str, str] | None:
-    """The one family left worth sampling, and why: once every family has a complete trial
+    """The one family left worth sampling, and why: once every family has a finished trial
     (its recipe comes first) and each other family's best is behind the leader's best by
-    more than two standard errors (binomial, at the leader's accuracy on `val_images`).
-    None while any could still win, with one family, or where the noise is not known."""
+    more than two standard errors (binomial, at the leader's accuracy on `val_images`). A
+    family's best is its best complete trial's value; with none complete (every trial of it
+    pruned, at chance say), the best value its pruned trials reached. None while any could
+    still win, with one family, or where the noise is not known."""
     if len(families) < 2 or not val_images:
         return None
-    bests = [best([t for t in trials if t.family == f], direction) for f in families]
-    if any(b is None for b in bests):
+    sign = 1 if direction == "maximize" else -1
+    shown: dict[str, tuple[float, bool]] = {}  # family -> (best value, from a complete trial)
+    for family in families:
+        own = [t for t in trials if t.family == family]
+        complete = best(own, direction)
+        pruned = [t.value for t in own if t.state == PRUNED and t.value is not None]
+        if complete is not None:
+            shown[family] = (complete.value or 0.0, True)
+        elif pruned:
+            shown[family] = (max(pruned, key=lambda v: sign * v), False)
+        else:
+            return None  # not tried yet
+    leader = max(shown, key=lambda f: (shown[f][1], sign * shown[f][0]))
+    value, leader_complete = shown[leader]
+    if not leader_complete:
         return None
-    leader = best([b for b in bests if b is not None], direction)
-    assert leader is not None and leader.value is not None
-    noise = metrics.standard_error(leader.value, val_images)
-    behind = [b for b in bests if b is not None and b.family != leader.family]
-    if any(abs(leader.value - (b.value or 0.0)) <= 2 * noise for b in behind):
+    noise = metrics.standard_error(value, val_images)
+    behind = {f: v for f, (v, _) in shown.items() if f != leader}
+    if any(sign * (value - v) <= 2 * noise for v in behind.values()):
         return None
-    others = ", ".join(f"{b.family}'s {b.value:.4f}" for b in behind)
-    return leader.family, (
-        f"{others} behind {leader.family}'s {leader.value:.4f} beyond noise (2 x {noise:.4f})"
-    )
+    others = ", ".join(f"{f}'s {v:.4f}" for f, v in behind.items())
+    return leader, f"{others} behind {leader}'s {value:.4f} beyond noise (2 x {noise:.4f})"
 
 
 @dataclass(frozen=True)
@@ -238,22 +250,24 @@ def refit_plan(
     refit_images: int,
     test_images: int,
     tta: str = "none",
+    val_images: int = 0,
 ) -> RefitPlan:
     """The most epochs whose complete schedule fits `seconds_left`, from a trial's measured
     `epoch_seconds` on `trial_images`: its later epochs give the time an image (its first
-    also traced the graphs: that extra is paid once), scaled to `refit_images`; the test
-    predictions (forward passes, about a third of a training step, once per TTA view) and
-    a margin for loading, saving and logging come off first. Validation images inside the
-    trial's epochs make the estimate a little high, never low. Where not one epoch of all
+    also traced the graphs: that extra is paid once), less the trial's `val_images`
+    predictions (forward passes, about a third of a training step each), scaled to
+    `refit_images`, which have no validation; the test predictions (once per TTA view) and
+    a margin for loading, saving and logging come off first. Where not one epoch of all
     the images fits, one epoch of as many as fit (a complete schedule on a seeded sample),
     if that is more than the trial trained on; else no refit."""
     first = epoch_seconds[0]
     later = statistics.median(epoch_seconds[1:]) if len(epoch_seconds) > 1 else first
-    per_image = later / trial_images
+    # a trial of 2,000 images validated on 7,500 spends most of its epoch predicting
+    per_image = later / (trial_images + PREDICTION_SHARE * val_images)
     per_epoch = per_image * refit_images
     fixed = (
         max(0.0, first - later)
-        + per_image / 3 * test_images * TTA_VIEWS[tta]
+        + per_image * PREDICTION_SHARE * test_images * TTA_VIEWS[tta]
         + REFIT_MARGIN_SECONDS
     )
     epochs = max(0, int((seconds_left - fixed) // per_epoch))

@@ -405,6 +405,7 @@ class SweepRun:
             trial_images=len(self.dataset.y_train),
             refit_images=refit_images,
             test_images=len(self.dataset.y_test),
+            val_images=len(self.dataset.y_val),
         )
         log.info(
             "  plan: after the search, a refit of ~%d epochs (~%.0f s an epoch on %d images, "
@@ -653,6 +654,7 @@ def refit(
             refit_images=len(merged.y_train),
             test_images=len(merged.y_test),
             tta=schema.resolve(family, params)["tta"],
+            val_images=len(dataset.y_val),  # the trial's, held out as the refit's was
         )
         log.info(
             "refit: %.1f min left of %g; %s measured %.0f s an epoch on %d images, so %d "

@@ -6,7 +6,7 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -283,11 +283,13 @@ def predict(model: keras.Model, x: Images, batch_size: int = 512) -> np.ndarray:
     return model.predict(x, batch_size=batch_size, verbose=0)
 
 
-def chunks(x: Images, size: int = 4096) -> list[np.ndarray]:
-    """`x` as arrays in memory: itself, or from disk `size` images at a time."""
+def chunks(x: Images, size: int = 4096) -> Iterator[np.ndarray]:
+    """`x` as arrays in memory: itself, or from disk `size` images at a time (one at once)."""
     if not isinstance(x, DiskImages):
-        return [x]
-    return [x[start : start + size].read() for start in range(0, len(x), size)]
+        yield x
+        return
+    for start in range(0, len(x), size):
+        yield x[start : start + size].read()
 
 
 def _inputs(p, x, y, epochs, seed) -> dict:

@@ -56,35 +56,28 @@ def test_minutes_give_the_search_its_share_on_the_clock(monkeypatch):
     assert fixed.deadline == 1181.0 + 60
 
 
-def test_refit_plan_fits_whole_epochs_from_the_measured_speed():
-    # 1,000 trial images: 30 s for the first epoch (tracing), 10 s for each later one
-    plan = policy.refit_plan(
-        600, [30.0, 10.0, 10.0], trial_images=1000, refit_images=5000, test_images=1000
+def plan_of(**changes):
+    """600 s left; 1,000 trial images: 30 s for the first epoch (tracing), 10 s for each
+    later one; 5,000 images to refit on, 1,000 to test."""
+    return policy.refit_plan(
+        600,
+        [30.0, 10.0, 10.0],
+        **{"trial_images": 1000, "refit_images": 5000, "test_images": 1000, **changes},
     )
+
+
+def test_refit_plan_fits_whole_epochs_from_the_measured_speed():
+    plan = plan_of()
     assert plan.seconds_per_epoch == 50  # 0.01 s an image, 5,000 images
     fixed = 20 + 0.01 / 3 * 1000 + policy.REFIT_MARGIN_SECONDS  # tracing, test, margin
     assert plan.epochs == int((600 - fixed) // 50) == 11
     assert plan.seconds == pytest.approx(fixed + 11 * 50) and plan.seconds <= 600
     # six TTA views cost more test predictions: one epoch less here
-    with_tta = policy.refit_plan(
-        600,
-        [30.0, 10.0, 10.0],
-        trial_images=1000,
-        refit_images=5000,
-        test_images=1000,
-        tta="flip+translate",
-    )
+    with_tta = plan_of(tta="flip+translate")
     assert with_tta.epochs == 10
     assert plan.images == 5000
     # the trial's epochs also predicted 3,000 validation images, as 1,000 trained ones cost
-    validated = policy.refit_plan(
-        600,
-        [30.0, 10.0, 10.0],
-        trial_images=1000,
-        refit_images=5000,
-        test_images=1000,
-        val_images=3000,
-    )
+    validated = plan_of(val_images=3000)
     assert validated.seconds_per_epoch == 25 and validated.epochs == 22  # 0.005 s an image
     too_short = policy.refit_plan(40, [30.0], trial_images=1000, refit_images=5000, test_images=10)
     assert too_short.epochs == 0  # 0.03 s an image: ~660 images fit, fewer than the trial's

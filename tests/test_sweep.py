@@ -521,10 +521,10 @@ def test_minutes_budget_refits_for_the_epochs_that_fit_what_is_left(workdir, mon
         plans.append((args, kwargs, real_plan(*args, **kwargs)))
         return plans[-1][2]
 
-    def load(spec, data_dir, limit):
+    def load(spec, data_dir, limit, name=None):
         if limit is None:  # the refit's data: the search is over, 8 s of the budget are left
             clock[0] = 1_000_000.0 + 60 - 8
-        return real_load(spec, data_dir, limit)
+        return real_load(spec, data_dir, limit, name)
 
     monkeypatch.setattr(policy, "refit_plan", plan)
     monkeypatch.setattr(sweep, "_load", load)

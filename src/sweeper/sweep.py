@@ -530,7 +530,7 @@ def finish(sweep: SweepRun, data_dir: str | None) -> None:
     if spec.refit_epochs or spec.refit_from_minutes:  # no `data.limit`; --limit holds
         refit(
             spec,
-            dataclasses.replace(_load(spec, data_dir, spec.refit_limit), name=sweep.dataset.name),
+            _load(spec, data_dir, spec.refit_limit, sweep.dataset.name),
             sweep.experiment,
             sweep.parent,
             sweep.engine.trials(),
@@ -570,8 +570,11 @@ def keep_best_models(sweep: SweepRun) -> None:
         log.info("models: kept the best %d trials' and the recipes', dropped %d", keep, dropped)
 
 
-def _load(spec: SweepSpec, data_dir: str | None, limit: int | None) -> data.Dataset:
-    return data.load(
+def _load(
+    spec: SweepSpec, data_dir: str | None, limit: int | None, name: str | None = None
+) -> data.Dataset:
+    """The sweep's data; `name`: the experiment's name for it, where the search chose one."""
+    dataset = data.load(
         spec.dataset,
         data_dir=data_dir,
         limit=limit,
@@ -580,6 +583,7 @@ def _load(spec: SweepSpec, data_dir: str | None, limit: int | None) -> data.Data
         image_size=spec.image_size,
         image_dir=spec.image_dir,
     )
+    return dataclasses.replace(dataset, name=name) if name else dataset
 
 
 def refit(
@@ -746,7 +750,7 @@ def refit_trial(
     value = trial.data.metrics.get(logged, math.nan)
     run = refit(
         spec,
-        dataclasses.replace(_load(spec, data_dir, None), name=tags[names.DATASET]),
+        _load(spec, data_dir, None, tags[names.DATASET]),
         trial.info.experiment_id,
         parent,
         [PastTrial(number, COMPLETE, value)],

@@ -185,11 +185,12 @@ class Engine(base.Engine):
 
         def stop(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             # Trials running on other workers hold budget too.
-            if sweep.stop_reason(self.trials(), holding=True):
+            trials = self.trials()  # one read of the store for both questions
+            if sweep.stop_reason(trials, holding=True):
                 study.stop()
-            self._narrow(sweep)
+            self._narrow(sweep, trials)
 
-        self._narrow(sweep)  # a resumed study may have decided already
+        self._narrow(sweep, self.trials())  # a resumed study may have decided already
 
         while True:
             self.study.optimize(
@@ -202,12 +203,12 @@ class Engine(base.Engine):
             if sweep.stop_reason(self.trials()) or not self._wait_for_others(sweep):
                 return
 
-    def _narrow(self, sweep: base.Sweep) -> None:
+    def _narrow(self, sweep: base.Sweep, trials: list[base.PastTrial]) -> None:
         """Samples only the family the sweep keeps, once the others cannot compete (Optuna's
         PartialFixedSampler; queued trials still run as queued)."""
         if isinstance(self.study.sampler, optuna.samplers.PartialFixedSampler):
             return
-        if family := sweep.family_to_keep(self.trials()):
+        if family := sweep.family_to_keep(trials):
             self.study.sampler = optuna.samplers.PartialFixedSampler(
                 {"family": family}, self.study.sampler
             )

@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DATASET ?= mnist
+# Test files run in this many processes: most tests are start-up and tiny fits, not cores
+TEST_PROCESSES ?= 2
 comma := ,
 # The offline copies beside this checkout, when present; otherwise Keras downloads.
 SHARED_DATA := $(wildcard ../shared/data)
@@ -26,8 +28,8 @@ lint: install  ## ruff (lint and format check) and mypy on src/
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
-test: install  ## Run the test suite (offline, tiny data)
-	$(BIN)/pytest -q
+test: install  ## Run the test suite (offline, tiny data; TEST_PROCESSES=1: in one process)
+	$(BIN)/pytest -q $(if $(filter-out 1,$(TEST_PROCESSES)),-n $(TEST_PROCESSES) --dist loadfile)
 
 sweep: install  ## Run sweeps/$(DATASET).yaml (DATASET=folder:PATH: your images); TRIALS, ENGINE, TIMEOUT=minutes (TIMEOUT=120 is 2 h), MINUTES, EPOCHS, TARGET, LIMIT, WORKERS pass through
 	$(BIN)/sweeper sweep $(if $(filter folder:% csv:%,$(DATASET)),$(DATASET),sweeps/$(DATASET).yaml) \

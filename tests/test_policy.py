@@ -151,6 +151,30 @@ def test_no_trial_starts_that_no_family_could_finish_before_the_deadline(monkeyp
     )
 
 
+def test_a_sampled_trial_does_not_start_when_one_of_its_shape_took_longer_than_is_left(
+    monkeypatch,
+):
+    clock = [1000.0]
+    monkeypatch.setattr(policy, "now", lambda: clock[0])
+    resnet = {"resnet": {"width": space.Fixed(8)}}
+    rules = policy.Policy(
+        SweepSpec(path="x.yaml", dataset="mnist", families=resnet, timeout_minutes=90)
+    )
+    rules.trial_took("resnet", 19 * 60, {"width": 32, "stages": 3, "learning_rate": 0.4})
+    for rate in (0.1, 0.2, 0.3):
+        rules.trial_took("resnet", 5 * 60, {"width": 16, "stages": 2, "learning_rate": rate})
+    clock[0] += 78 * 60  # 12 min left: the family's median trial (5 min) fits
+    assert rules.stop_reason([]) is None
+    assert rules.too_late_for("resnet", {"width": 16, "stages": 2, "learning_rate": 0.5}) is None
+    assert rules.too_late_for("resnet", {"width": 24, "stages": 3, "learning_rate": 0.1}) is None
+    late = rules.too_late_for("resnet", {"width": 32, "stages": 3, "learning_rate": 0.26})
+    assert late == (  # another learning rate, the same model: as long
+        "has 12.0 of its 90 minutes left, less than a resnet trial of stages=3 width=32 "
+        "took (~19.0 min)"
+    )
+    assert rules.stop_reason([]) == late  # the search is over
+
+
 def test_one_family_is_kept_once_every_other_is_behind_beyond_noise():
     def trials(cnn_value):
         return [

@@ -24,6 +24,12 @@ TTA_VIEWS = {"none": 1, "flip": 2, "flip+translate": 6}
 log = logging.getLogger(__name__)
 
 
+def shape(family: str, params: dict) -> tuple:
+    """What sets a trial's time: its family and every searched value but the floats
+    (widths, depths, batch sizes change it; learning rates and dropout hardly)."""
+    return family, tuple(sorted((k, v) for k, v in params.items() if not isinstance(v, float)))
+
+
 def now() -> float:
     """The wall clock of deadlines (time.time() seconds); tests replace it."""
     return time.time()
@@ -41,6 +47,8 @@ class Policy:
         self.last_error = ""
         self.fatal = ""  # a failure that every next trial would meet too (a full disk)
         self.took: dict[str, list[float]] = {}  # seconds of each family's complete trials
+        self.took_by_shape: dict[tuple, list[float]] = {}  # ... of each size of model
+        self.late = ""  # why a sampled trial was not started: the search is over
 
     def record(self, failed: bool, error: str = "", *, fatal: bool = False) -> None:
         """Counts this process's failures in a row; several mean something is wrong with
@@ -51,9 +59,27 @@ class Policy:
         if self.failures_in_a_row == MAX_FAILURES_IN_A_ROW:
             log.info("stopping: %d trials failed in a row", self.failures_in_a_row)
 
-    def trial_took(self, family: str, seconds: float) -> None:
+    def trial_took(self, family: str, seconds: float, params: dict | None = None) -> None:
         """A complete trial's wall time, so no trial starts that cannot finish in time."""
         self.took.setdefault(family, []).append(seconds)
+        if params is not None:
+            self.took_by_shape.setdefault(shape(family, params), []).append(seconds)
+
+    def too_late_for(self, family: str, params: dict) -> str | None:
+        """Why a sampled trial should not start: a trial of the same shape (`shape`) took
+        longer than the time left. The family's median may be far shorter than a large
+        model's trial. None when it fits, or when no such trial finished yet."""
+        left = self.seconds_left()
+        same = self.took_by_shape.get(shape(family, params))
+        if left is None or not same or left >= statistics.median(same):
+            return None
+        sizes = " ".join(f"{k}={v}" for k, v in shape(family, params)[1])
+        self.late = (
+            f"has {left / 60:.1f} of its {self.spec.search_minutes:g} minutes left, less "
+            f"than a {family} trial of {sizes or 'this shape'} took "
+            f"(~{statistics.median(same) / 60:.1f} min)"
+        )
+        return self.late
 
     def too_late_for_a_trial(self) -> str | None:
         """Why no trial could finish before the deadline: the time left is less than any
@@ -104,7 +130,7 @@ class Policy:
             return f"has {self.spec.trials} finished trials; raise --trials to run more"
         if self.out_of_time():
             return f"used its {self.spec.search_minutes:g} minutes"
-        return self.too_late_for_a_trial()
+        return self.late or self.too_late_for_a_trial()
 
     def stop_after_epoch(
         self, value: float, epoch: int = 0, *, classes: int = 0, val_images: int = 0

@@ -33,7 +33,15 @@ from sweeper import (
     tracking,
 )
 from sweeper.config import SweepSpec
-from sweeper.engines.base import COMPLETE, PRUNED, Engine, Outcome, PastTrial, Report
+from sweeper.engines.base import (
+    COMPLETE,
+    PRUNED,
+    Engine,
+    NotStarted,
+    Outcome,
+    PastTrial,
+    Report,
+)
 from sweeper.errors import SweeperError, disk_full
 from sweeper.tracking import names
 
@@ -285,6 +293,9 @@ class SweepRun:
             raise
         self.mark_front()  # the engine has recorded the trials before this one
         label = f"{family} #{number}"
+        if late := self.policy.too_late_for(family, params):
+            log.info("trial %s (%s) not started: the study %s", label, _short(params), late)
+            raise NotStarted(late)
         log.info(  # counts finished trials: a failed one does not use the budget
             "trial %s%s: %s (%d of %d finished)",
             label,
@@ -345,7 +356,7 @@ class SweepRun:
             raise
         self.policy.record(failed=False)
         if not result.pruned and not result.stopped_by:  # a whole trial's time
-            self.policy.trial_took(family, time.perf_counter() - started)
+            self.policy.trial_took(family, time.perf_counter() - started, params)
         value = result.score(spec.metric)  # the saved model's, at its epoch
         self._record(number, label, run, value, result)
         if spec.constraints and not result.pruned:

@@ -51,6 +51,11 @@ class Outcome:
     costs: dict[str, float] = field(default_factory=dict)
 
 
+class NotStarted(Exception):
+    """A sampled trial that `Sweep.run_trial` did not start, as it could not finish before
+    the deadline; `Sweep.stop_reason` says so from then on. No run was opened for it."""
+
+
 # report(epoch from 1, value of the objective) -> True when the trial should stop (pruned)
 Report = Callable[[int, float], bool]
 
@@ -72,7 +77,8 @@ class Sweep(Protocol):
     ) -> Outcome:
         """Trains trial `number` with `params` (the searched ones; fixed ones are added),
         `epochs` or the sweep's max; `on_start(run_id)` names its MLflow run. Raises when
-        the trial failed, after logging it."""
+        the trial failed, after logging it; `NotStarted` when it would not finish in the
+        time left (the engine records it as it likes, not as a trial that ran)."""
         ...
 
     def stop_reason(self, trials: Sequence[PastTrial], *, holding: bool = False) -> str | None:

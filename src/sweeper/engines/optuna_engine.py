@@ -209,9 +209,11 @@ class Engine(base.Engine):
         if isinstance(self.study.sampler, optuna.samplers.PartialFixedSampler):
             return
         if family := sweep.family_to_keep(trials):
-            self.study.sampler = optuna.samplers.PartialFixedSampler(
-                {"family": family}, self.study.sampler
-            )
+            with warnings.catch_warnings():  # experimental; the log line says what happened
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.sampler = optuna.samplers.PartialFixedSampler(
+                    {"family": family}, self.study.sampler
+                )
 
     def claim_refit(self, number: int) -> bool:
         """Atomic in any storage: creating a study whose name another process created
@@ -267,13 +269,18 @@ class Engine(base.Engine):
             trial.report(value, epoch)
             return trial.should_prune()
 
-        outcome = sweep.run_trial(
-            trial.number,
-            family,
-            params,
-            report=report if len(self.spec.objectives) == 1 else None,  # Optuna prunes one
-            on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
-        )
+        try:
+            outcome = sweep.run_trial(
+                trial.number,
+                family,
+                params,
+                report=report if len(self.spec.objectives) == 1 else None,  # Optuna prunes one
+                on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+            )
+        except base.NotStarted as late:  # FAIL, which samplers ignore; not a trial that ran
+            self.study.stop()
+            trial.set_user_attr("skipped", str(late))
+            raise
         for name, value in outcome.costs.items():  # what constraints and the front read
             trial.set_user_attr(name, value)
         if outcome.pruned:

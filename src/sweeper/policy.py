@@ -300,6 +300,6 @@ def refit_plan(
     if epochs:
         return RefitPlan(epochs, per_epoch, fixed + epochs * per_epoch, refit_images)
     images = int(max(0.0, seconds_left - fixed) / per_image)
-    if images <= trial_images:
-        return RefitPlan(0, per_epoch, 0.0, 0)
+    if images <= trial_images:  # `seconds_per_epoch` stays an epoch of all, for the log
+        return RefitPlan(0, per_epoch, 0.0, refit_images)
     return RefitPlan(1, per_image * images, fixed + per_image * images, images)

@@ -142,11 +142,11 @@ def test_no_trial_starts_that_no_family_could_finish_before_the_deadline(monkeyp
     rules = policy.Policy(
         SweepSpec(path="x.yaml", dataset="mnist", families=two, timeout_minutes=10)
     )
-    rules.trial_took("mlp", 120.0)
+    rules.trial_took("mlp", 120.0, {})
     clock[0] += 500  # 100 s left
     assert rules.stop_reason([]) is None  # cnn's time is not known yet: it may be quicker
-    rules.trial_took("cnn", 90.0)
-    rules.trial_took("cnn", 30.0)  # median 60 s: fits
+    rules.trial_took("cnn", 90.0, {})
+    rules.trial_took("cnn", 30.0, {})  # median 60 s: fits
     assert rules.stop_reason([]) is None
     clock[0] += 50  # 50 s left
     assert rules.stop_reason([]) == (

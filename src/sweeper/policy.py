@@ -46,8 +46,7 @@ class Policy:
         self.failures_in_a_row = 0
         self.last_error = ""
         self.fatal = ""  # a failure that every next trial would meet too (a full disk)
-        self.took: dict[str, list[float]] = {}  # seconds of each family's complete trials
-        self.took_by_shape: dict[tuple, list[float]] = {}  # ... of each size of model
+        self.took: dict[tuple, list[float]] = {}  # complete trials' seconds, by `shape`
         self.late = ""  # why a sampled trial was not started: the search is over
 
     def record(self, failed: bool, error: str = "", *, fatal: bool = False) -> None:
@@ -59,25 +58,23 @@ class Policy:
         if self.failures_in_a_row == MAX_FAILURES_IN_A_ROW:
             log.info("stopping: %d trials failed in a row", self.failures_in_a_row)
 
-    def trial_took(self, family: str, seconds: float, params: dict | None = None) -> None:
+    def trial_took(self, family: str, seconds: float, params: dict) -> None:
         """A complete trial's wall time, so no trial starts that cannot finish in time."""
-        self.took.setdefault(family, []).append(seconds)
-        if params is not None:
-            self.took_by_shape.setdefault(shape(family, params), []).append(seconds)
+        self.took.setdefault(shape(family, params), []).append(seconds)
 
     def too_late_for(self, family: str, params: dict) -> str | None:
         """Why a sampled trial should not start: a trial of the same shape (`shape`) took
         longer than the time left. The family's median may be far shorter than a large
         model's trial. None when it fits, or when no such trial finished yet."""
         left = self.seconds_left()
-        same = self.took_by_shape.get(shape(family, params))
-        if left is None or not same or left >= statistics.median(same):
+        key = shape(family, params)
+        took = statistics.median(self.took[key]) if key in self.took else None
+        if left is None or took is None or left >= took:
             return None
-        sizes = " ".join(f"{k}={v}" for k, v in shape(family, params)[1])
+        sizes = " ".join(f"{k}={v}" for k, v in key[1])
         self.late = (
             f"has {left / 60:.1f} of its {self.spec.search_minutes:g} minutes left, less "
-            f"than a {family} trial of {sizes or 'this shape'} took "
-            f"(~{statistics.median(same) / 60:.1f} min)"
+            f"than a {family} trial of {sizes or 'this shape'} took (~{took / 60:.1f} min)"
         )
         return self.late
 
@@ -85,9 +82,12 @@ class Policy:
         """Why no trial could finish before the deadline: the time left is less than any
         family's median trial (once every family has one); None otherwise."""
         left = self.seconds_left()
-        if left is None or not self.took or set(self.took) < set(self.spec.families):
+        by_family: dict[str, list[float]] = {}
+        for (family, _), seconds in self.took.items():
+            by_family.setdefault(family, []).extend(seconds)
+        if left is None or not by_family or set(by_family) < set(self.spec.families):
             return None
-        shortest = min(statistics.median(seconds) for seconds in self.took.values())
+        shortest = min(statistics.median(seconds) for seconds in by_family.values())
         if left >= shortest:
             return None
         return (

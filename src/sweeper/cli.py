@@ -345,13 +345,11 @@ def sweep(
 
     stop_on_signals()
 
-    if sweep_file.startswith(data.SOURCE_PREFIXES):
-        from sweeper.image_sweep import default_sweep
-
-        text = default_sweep(sweep_file, image_size=image_size, backbone=backbone)
-        if not as_worker:
-            click.echo("".join(line[2:] + "\n" for line in text.splitlines() if line[:2] == "# "))
-        loaded = config.from_text(text, f"sweeper's default for {sweep_file}")
+    images = sweep_file.startswith(data.SOURCE_PREFIXES)
+    if images:
+        load_tensorflow()
+        devices.setup(threads)  # before the speed is measured: its first operation
+        loaded = _default_sweep(sweep_file, image_size, backbone, as_worker, overrides)
     elif image_size or backbone:
         raise SweeperError("--image-size and --backbone are for folder: or csv: datasets")
     else:
@@ -367,14 +365,16 @@ def sweep(
         parent = supervise(
             spec,
             None if spec.workers == "auto" else int(spec.workers),
-            argv=sys.argv[1:],
+            # the workers size their trials as measured here, not each by its own measure
+            argv=sys.argv[1:] + (["--epochs", str(spec.max_epochs)] if images else []),
             storage=storage,
             data_dir=data_dir,
             tracking_uri=tracking_uri,
         )
         click.echo(f"sweep {spec.study} done; parent run {parent}")
         return
-    devices.setup(threads)
+    if not images:
+        devices.setup(threads)
     if not as_worker:
         _describe(spec)
     parent = run_sweep(
@@ -388,6 +388,31 @@ def sweep(
     )
     if not as_worker:
         click.echo(f"sweep {spec.study} done; parent run {parent}")
+
+
+def _default_sweep(
+    source: str, image_size: int | None, backbone: str | None, as_worker: int | None, overrides
+) -> Any:
+    """sweeper's default sweep of a folder: or csv: dataset, its header printed; its trials'
+    epochs are sized by the speed measured here, unless --epochs chose them (a worker's
+    come from its supervisor's measure)."""
+    from sweeper import config, image_sweep, train
+
+    def time_an_image(params: dict, input_shape: tuple[int, ...], n_classes: int) -> float:
+        return train.seconds_per_image(
+            "resnet", params, input_shape, n_classes, precision=devices.precision("auto")
+        )
+
+    text = image_sweep.default_sweep(
+        source,
+        image_size=image_size,
+        backbone=backbone,
+        minutes=overrides["minutes"] or image_sweep.MINUTES,
+        time_an_image=None if as_worker or overrides["max_epochs"] else time_an_image,
+    )
+    if not as_worker:
+        click.echo("".join(line[2:] + "\n" for line in text.splitlines() if line[:2] == "# "))
+    return config.from_text(text, f"sweeper's default for {source}")
 
 
 def stop_on_signals() -> None:

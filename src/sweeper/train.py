@@ -27,6 +27,8 @@ from sweeper.metrics import evaluate
 PRUNING_STOPS = ("diverged", policy.AT_CHANCE)
 # `latency_ms`: single-image predictions timed after a warm-up; their median is logged.
 LATENCY_WARMUP, LATENCY_CALLS = 10, 50
+# `seconds_per_image`: training steps timed after the one that traces, on at most this batch.
+SPEED_STEPS, SPEED_BATCH = 3, 16
 OPTIMIZERS = {
     "adam": lambda lr, p, kw: keras.optimizers.Adam(lr, **kw),
     "adamw": lambda lr, p, kw: keras.optimizers.AdamW(lr, **kw),
@@ -384,6 +386,35 @@ def latency_ms(
         predict(image)
         seconds.append(clock() - start)
     return statistics.median(seconds) * 1000
+
+
+def seconds_per_image(
+    family: str,
+    params: dict,
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    *,
+    precision: str = "float32",
+    steps: int = SPEED_STEPS,
+) -> float:
+    """Seconds one training image takes `family` with `params` on this process's threads:
+    the median of `steps` training steps on random images, after the step that traces the
+    graph. Before any trial ran, it is what a default sweep sizes its trials by."""
+    p = schema.resolve(family, params)
+    keras.backend.clear_session(free_memory=True)
+    keras.mixed_precision.set_global_policy(precision)
+    model = families.get(family).build(p, input_shape, n_classes)
+    model.compile(optimizer=make_optimizer(p, p["learning_rate"], steps + 1), loss=_loss(p))
+    batch = min(p["batch_size"], SPEED_BATCH)  # the time an image hardly depends on it
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (batch, *input_shape), dtype=np.uint8)
+    y = _targets(p, rng.integers(0, n_classes, batch), n_classes)
+    seconds = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds[1:]) / batch
 
 
 def _diverged(epoch: int, logs: dict) -> str | None:

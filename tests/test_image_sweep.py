@@ -85,6 +85,7 @@ def test_sweep_of_a_folder_needs_no_sweep_file(workdir, monkeypatch):
     other = write_image_folder(workdir / "elsewhere" / "default-pets", ("cat", "dog"), 12)
     again = CliRunner().invoke(main, [*args[:1], f"folder:{other}", *args[2:]])
     assert again.exit_code == 0, again.output
+    assert len(measured) == 1  # --epochs chose the epochs: nothing was timed
     name = data.unique_name(f"folder:{other}")
     second = client.get_experiment_by_name(name)
     assert second and name != "default-pets" and f"go to experiment {name}" in again.output

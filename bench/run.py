@@ -4,6 +4,7 @@ python bench/run.py [--only overhead,startup,levers,tta,workers,documented,ablat
     image-cache]
     [--data-dir DIR]
 python bench/run.py --only search-gain --dataset D --arm sweep|recipe --seed S [--scale F]
+python bench/run.py --only warm-start --dataset D --seed S [--scale F]
 
 Prints a Markdown table and writes it to bench/results/DATE-HOST-SECTIONS-HHMM.md.
 """
@@ -63,19 +64,21 @@ def sweep_file(
     return path
 
 
-def run_sweeper(folder: Path, path: Path, *args, env=None) -> float:
-    """Runs `sweeper sweep` in `folder` (its own MLflow and Optuna stores); wall seconds."""
+def run_sweeper(folder: Path, path: Path, *args, env=None, log: Path | None = None) -> float:
+    """Runs `sweeper sweep` in `folder` (its own MLflow and Optuna stores); wall seconds.
+    Its output goes to `log` where one is given."""
     if "--tracking-uri" not in args:  # mlflow.set_tracking_uri exports it to children
         args = (*args, "--tracking-uri", f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
     start = time.perf_counter()
-    subprocess.run(
-        [PYTHON, "-m", "sweeper.cli", "sweep", str(path), *args],
-        cwd=folder,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-    )
+    with open(log or os.devnull, "w") as out:
+        subprocess.run(
+            [PYTHON, "-m", "sweeper.cli", "sweep", str(path), *args],
+            cwd=folder,
+            check=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
     return time.perf_counter() - start
 
 
@@ -667,15 +670,16 @@ def search_gain(data_dir, rows, dataset="fashion_mnist", arm="sweep", seed=0, sc
     rows.extend(gain_summary())
 
 
-def _test_hits(run, dataset, data_dir, folder):
-    """Whether the run's model classifies each test image right (no TTA)."""
+def _test_hits(run, dataset, data_dir, folder, name="final"):
+    """Whether the run's model classifies each test image right (no TTA); its model is
+    exported to FOLDER/NAME.keras."""
     import keras
     import mlflow
 
     from sweeper import data, results
 
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
-    model_path = results.export(run, folder / "final.keras")
+    model_path = results.export(run, folder / f"{name}.keras")
     model = keras.saving.load_model(model_path)
     test = data.load(dataset, data_dir=data_dir)
     return model.predict(test.x_test, batch_size=512, verbose=0).argmax(1) == test.y_test
@@ -696,11 +700,7 @@ def gain_summary(resamples=2000):
         if not pairs:
             continue
         means = [np.mean([a.mean() for a, _ in pairs]), np.mean([b.mean() for _, b in pairs])]
-        draws = np.zeros(resamples)
-        for a, b in pairs:
-            picks = rng.integers(0, len(a), size=(resamples, len(a)))
-            draws += (a[picks].mean(1) - b[picks].mean(1)) / len(pairs)
-        low, high = np.percentile(draws, [2.5, 97.5])
+        low, high = paired_interval(pairs, rng, resamples)
         rows.append(
             (
                 f"search-gain: {dataset}, sweep - recipe alone ({len(pairs)} seeds)",
@@ -710,6 +710,102 @@ def gain_summary(resamples=2000):
             )
         )
     return rows
+
+
+def paired_interval(pairs, rng, resamples=2000) -> tuple[float, float]:
+    """95% paired bootstrap interval of mean(a) - mean(b) over (a, b) hit arrays of the same
+    test images, the pairs' differences averaged."""
+    draws = np.zeros(resamples)
+    for a, b in pairs:
+        picks = rng.integers(0, len(a), size=(resamples, len(a)))
+        draws += (a[picks].mean(1) - b[picks].mean(1)) / len(pairs)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(low), float(high)
+
+
+# --- 10. a second sweep warm-started from the first (issue 21) -----------------------------
+
+WARM_RESULTS = ROOT / "bench" / "results" / "warm-start"
+
+
+def warm_start(data_dir, rows, dataset="fashion_mnist", seed=0, scale=1.0):
+    """Two sweeps of sweeps/D.yaml in one fresh store at equal minutes (its `budget.minutes`
+    x `scale`): the first cold (seed S), the second another study (seed S + 1000) that starts
+    from the first (`warm_start: all`). Appends both final models' test accuracy to
+    bench/results/warm-start/results.md, with the warm starts the second queued, why each
+    refitted what it did, and the difference's paired bootstrap interval over the test
+    images; the rows also pool every seed recorded so far."""
+    from sweeper import config
+
+    spec = config.load(ROOT / "sweeps" / f"{dataset}.yaml")
+    minutes = round(spec.minutes * scale, 2)
+    WARM_RESULTS.mkdir(parents=True, exist_ok=True)
+    finals, hits, walls = {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for study, file_seed, warm in (("first", seed, "none"), ("second", seed + 1000, "all")):
+            body = yaml.safe_load(spec.text)
+            body.update(seed=file_seed, study=f"{dataset}-{study}", warm_start=warm)
+            body["budget"]["minutes"] = minutes
+            path = folder / f"{study}.yaml"
+            path.write_text(yaml.safe_dump(body))
+            log = WARM_RESULTS / f"{dataset}-{seed}-{study}.log"
+            walls[study] = run_sweeper(folder, path, "--data-dir", str(data_dir), log=log)
+            _, runs = child_runs(folder, kinds=("refit", "trial"))
+            runs = [r for r in runs if r.data.tags.get("study") == f"{dataset}-{study}"]
+            if not runs:
+                raise SystemExit(f"warm-start: {study} sweep ran no trial in {minutes} min")
+            refits = [r for r in runs if r.data.tags.get("kind") == "refit"]
+            finals[study] = (
+                refits[0]
+                if refits
+                else max(runs, key=lambda r: r.data.metrics["best_val_accuracy"])
+            )
+            hits[study] = _test_hits(finals[study], dataset, data_dir, folder, study)
+            np.save(WARM_RESULTS / f"{dataset}-{seed}-{study}.npy", hits[study])
+    queued = [
+        line.split("warm start: ", 1)[1].strip()
+        for line in (WARM_RESULTS / f"{dataset}-{seed}-second.log").read_text().splitlines()
+        if "warm start: " in line
+    ]
+    low, high = paired_interval([(hits["second"], hits["first"])], np.random.default_rng(seed))
+    table = WARM_RESULTS / "results.md"
+    if not table.exists():
+        table.write_text(
+            "| dataset | seed | minutes | first: final model, test | second: warm starts, "
+            "final model, test | second - first [95% paired bootstrap] |\n"
+            "|---|---|---|---|---|---|\n"
+        )
+
+    def final(study):
+        run = finals[study]
+        why = run.data.tags.get("refit_choice", "no refit: the best trial")
+        return (
+            f"{run.info.run_name} ({run.data.metrics.get('epochs', 0):.0f} epochs; {why}; "
+            f"{walls[study] / 60:.1f} min), {hits[study].mean():.4f}"
+        )
+
+    difference = hits["second"].mean() - hits["first"].mean()
+    line = (
+        f"| {dataset} | {seed} | {minutes:g} | {final('first')} | "
+        f"{'; '.join(queued) or 'none queued'}; {final('second')} | "
+        f"{difference:+.4f} [{low:+.4f}, {high:+.4f}] |\n"
+    )
+    with open(table, "a") as f:
+        f.write(line)
+    rows.append((f"warm-start: {dataset} seed {seed}", f"{difference:+.4f}", line.strip()))
+    pairs = [
+        (np.load(second), np.load(second.with_name(second.name.replace("-second", "-first"))))
+        for second in sorted(WARM_RESULTS.glob(f"{dataset}-*-second.npy"))
+    ]
+    low, high = paired_interval(pairs, np.random.default_rng(0))
+    rows.append(
+        (
+            f"warm-start: {dataset}, second - first ({len(pairs)} seeds)",
+            f"{np.mean([a.mean() - b.mean() for a, b in pairs]):+.4f}",
+            f"95% paired bootstrap interval [{low:+.4f}, {high:+.4f}]",
+        )
+    )
 
 
 def write_jpeg_folder(root: Path, images: int, side: int, classes: int = 10) -> Path:
@@ -827,6 +923,7 @@ SECTIONS = {
     "minutes": in_minutes,
     "search-gain": search_gain,
     "image-cache": image_cache_section,
+    "warm-start": warm_start,
 }
 
 
@@ -838,11 +935,16 @@ def main():
     parser.add_argument(
         "--data-dir", default=os.environ.get("SWEEPER_DATA_DIR", ROOT.parent / "shared" / "data")
     )
-    parser.add_argument("--dataset", default="fashion_mnist", help="search-gain's dataset")
+    parser.add_argument(
+        "--dataset", default="fashion_mnist", help="search-gain's and warm-start's dataset"
+    )
     parser.add_argument("--arm", choices=("sweep", "recipe"), default="sweep")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--scale", type=float, default=1.0, help="search-gain: of the file's budget.minutes"
+        "--scale",
+        type=float,
+        default=1.0,
+        help="of the file's budget.minutes (search-gain, warm-start)",
     )
     parser.add_argument("--images", type=int, default=100_000, help="image-cache's folder")
     args = parser.parse_args()
@@ -851,7 +953,11 @@ def main():
     gain = {"dataset": args.dataset, "arm": args.arm, "seed": args.seed, "scale": args.scale}
     for name in args.only.split(","):
         print(f"running {name}...", file=sys.stderr, flush=True)
-        options = {"search-gain": gain, "image-cache": {"images": args.images}}
+        options = {
+            "search-gain": gain,
+            "warm-start": {k: gain[k] for k in ("dataset", "seed", "scale")},
+            "image-cache": {"images": args.images},
+        }
         SECTIONS[name](Path(args.data_dir).resolve(), rows, **options.get(name, {}))
     machine = f"{socket.gethostname()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
     table = "\n".join(

@@ -217,6 +217,22 @@ def test_a_new_study_starts_from_the_best_of_earlier_ones_after_the_recipes(in_t
     assert len(cold.ran) == 2 and cold.ran[1][1:] != sweep.ran[1][1:]
 
 
+def test_an_earlier_best_that_was_the_recipe_leaves_its_warm_start_to_the_next(in_tmp):
+    recipe = ("mlp", {"units": 8, "dropout": 0.0})
+    first = make_spec(in_tmp, "optuna", "first", trials=4)
+    earlier, _ = run(first, lambda n: [0.9, 0.5, 0.7, 0.6][n], first_points=[recipe])
+    second = make_spec(in_tmp, "optuna", "second", trials=4)
+    _, sweep = run(second, lambda n: 0.5, first_points=[recipe])
+    runner_up = earlier.study.trials[2].params
+    assert [r[1:] for r in sweep.ran[:2]] == [
+        recipe,
+        (
+            runner_up["family"],
+            {k.split(".", 1)[1]: v for k, v in runner_up.items() if k != "family"},
+        ),
+    ]
+
+
 def test_a_study_name_reused_on_another_dataset_is_refused(in_tmp):
     run(make_spec(in_tmp, "optuna", "shared", trials=1), lambda n: 0.5)
     other = make_spec(in_tmp, "optuna", "shared", trials=1, dataset="fashion_mnist")

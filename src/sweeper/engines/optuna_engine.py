@@ -13,6 +13,7 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
@@ -82,10 +83,13 @@ class Engine(base.Engine):
                 "this sweep another study name (study: in the sweep file)"
             )
 
-    def warm_start_points(self) -> list[tuple[str, dict, str]]:
+    def warm_start_points(
+        self, queued: Sequence[tuple[str, dict]] = ()
+    ) -> list[tuple[str, dict, str]]:
         """The best configurations of earlier studies of the same dataset in this store
         (`spec.warm_start`: all of them, or the one named), best first, that this sweep's
-        space holds: (family, params, where from). At most a quarter of the budget (1-3)."""
+        space holds and `queued` (the recipes) lacks: (family, params, where from). At most a
+        quarter of the budget (1-3)."""
         chosen = self.spec.warm_start
         if chosen == "none":
             return []
@@ -113,7 +117,7 @@ class Engine(base.Engine):
             log.info("warm start: study %r has no complete trial this space holds", chosen)
         sign = 1 if self.spec.direction == "maximize" else -1
         found.sort(key=lambda f: -sign * f[0])
-        points, seen = [], []
+        points, seen = [], list(queued)  # an earlier best that was a recipe runs as one
         for _, family, params, where in found:
             if (family, params) not in seen:
                 seen.append((family, params))
@@ -179,7 +183,7 @@ class Engine(base.Engine):
         for family, point in sweep.first_points:
             self._enqueue(family, point)
         if fresh:  # a resumed study started from its earlier studies already
-            for family, point, where in self.warm_start_points():
+            for family, point, where in self.warm_start_points(sweep.first_points):
                 log.info("warm start: %s's %s queued after the recipes", where, family)
                 self._enqueue(family, point)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import platform
@@ -647,10 +648,7 @@ def search_gain(data_dir, rows, dataset="fashion_mnist", arm="sweep", seed=0, sc
         path.write_text(yaml.safe_dump(body))
         wall = run_sweeper(Path(tmp), path, "--data-dir", str(data_dir))
         client, runs = child_runs(Path(tmp), kinds=("trial", "refit"))
-        refits = [r for r in runs if r.data.tags.get("kind") == "refit"]
-        final = (
-            refits[0] if refits else max(runs, key=lambda r: r.data.metrics["best_val_accuracy"])
-        )
+        final = _final_model(runs)
         hits = _test_hits(final, dataset, data_dir, Path(tmp))
     np.save(GAIN_RESULTS / f"{dataset}-{arm}-{seed}.npy", hits)
     line = (
@@ -670,19 +668,34 @@ def search_gain(data_dir, rows, dataset="fashion_mnist", arm="sweep", seed=0, sc
     rows.extend(gain_summary())
 
 
+def _final_model(runs):
+    """A sweep's result: its refit, or without one its best trial on validation."""
+    refits = [r for r in runs if r.data.tags.get("kind") == "refit"]
+    return refits[0] if refits else max(runs, key=lambda r: r.data.metrics["best_val_accuracy"])
+
+
+@functools.cache
+def _test_set(dataset, data_dir):
+    """The dataset's test images and labels, loaded once a process."""
+    from sweeper import data
+
+    test = data.load(dataset, data_dir=data_dir)
+    return test.x_test, test.y_test
+
+
 def _test_hits(run, dataset, data_dir, folder, name="final"):
     """Whether the run's model classifies each test image right (no TTA); its model is
     exported to FOLDER/NAME.keras."""
     import keras
     import mlflow
 
-    from sweeper import data, results
+    from sweeper import results
 
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
     model_path = results.export(run, folder / f"{name}.keras")
     model = keras.saving.load_model(model_path)
-    test = data.load(dataset, data_dir=data_dir)
-    return model.predict(test.x_test, batch_size=512, verbose=0).argmax(1) == test.y_test
+    images, labels = _test_set(dataset, data_dir)
+    return model.predict(images, batch_size=512, verbose=0).argmax(1) == labels
 
 
 def gain_summary(resamples=2000):
@@ -755,12 +768,7 @@ def warm_start(data_dir, rows, dataset="fashion_mnist", seed=0, scale=1.0):
             runs = [r for r in runs if r.data.tags.get("study") == f"{dataset}-{study}"]
             if not runs:
                 raise SystemExit(f"warm-start: {study} sweep ran no trial in {minutes} min")
-            refits = [r for r in runs if r.data.tags.get("kind") == "refit"]
-            finals[study] = (
-                refits[0]
-                if refits
-                else max(runs, key=lambda r: r.data.metrics["best_val_accuracy"])
-            )
+            finals[study] = _final_model(runs)
             hits[study] = _test_hits(finals[study], dataset, data_dir, folder, study)
             np.save(WARM_RESULTS / f"{dataset}-{seed}-{study}.npy", hits[study])
     queued = [

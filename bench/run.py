@@ -5,6 +5,8 @@ python bench/run.py [--only overhead,startup,levers,tta,workers,documented,ablat
     [--data-dir DIR]
 python bench/run.py --only search-gain --dataset D --arm sweep|recipe --seed S [--scale F]
 python bench/run.py --only warm-start --dataset D --seed S [--scale F]
+python bench/run.py --only fidelity --dataset D [--configs N] [--seed S] [--short-limit N]
+    [--short-epochs N] [--long-epochs N]
 
 Prints a Markdown table and writes it to bench/results/DATE-HOST-SECTIONS-HHMM.md.
 """
@@ -61,7 +63,7 @@ def sweep_file(
     if limit:
         body["data"] = {"limit": limit}
     path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(body))
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path
 
 
@@ -306,7 +308,7 @@ def time_to_accuracy(data_dir, rows, target=0.985, seeds=(0, 1, 2), cap_minutes=
                     },
                 }
                 path = folder / "tta.yaml"
-                path.write_text(yaml.safe_dump(body))
+                path.write_text(yaml.safe_dump(body, sort_keys=False))
                 wall = run_sweeper(folder, path, "--data-dir", str(data_dir))
                 client, _ = child_runs(folder)
                 parent = client.search_runs(
@@ -456,7 +458,7 @@ def to_documented(data_dir, rows, cap_minutes=30):
                 budget["timeout_minutes"] = min(budget["timeout_minutes"], cap_minutes)
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / f"{dataset}.yaml"
-                path.write_text(yaml.safe_dump(body))
+                path.write_text(yaml.safe_dump(body, sort_keys=False))
                 wall = run_sweeper(Path(tmp), path, "--data-dir", str(data_dir))
                 client, runs = child_runs(Path(tmp))
                 parent = client.search_runs(
@@ -620,9 +622,10 @@ def search_gain(data_dir, rows, dataset="fashion_mnist", arm="sweep", seed=0, sc
     interval. Arm "sweep": sweeps/D.yaml as written (its `budget.minutes` x `scale`). Arm
     "recipe": the same file's first family's recipe alone for the same minutes: one
     2-epoch trial on 2,000 images (the refit plan needs a measured speed), then all the
-    rest refit time. Then every dataset with both arms of a seed gets its rows: each arm's
-    mean, the difference, and a paired bootstrap interval over the test images."""
-    from sweeper import config, policy, space
+    rest refit time. The sweep's log goes beside the results. Then every dataset with both
+    arms of a seed gets its rows: each arm's mean, the difference, and a paired bootstrap
+    interval over the test images."""
+    from sweeper import config, policy
 
     spec = config.load(ROOT / "sweeps" / f"{dataset}.yaml")
     body = yaml.safe_load(spec.text)
@@ -631,8 +634,7 @@ def search_gain(data_dir, rows, dataset="fashion_mnist", arm="sweep", seed=0, sc
     body["budget"]["minutes"] = round(spec.minutes * scale, 2)
     if arm == "recipe":
         family, point = policy.first_points(spec)[0]
-        fixed = {k: p.value for k, p in spec.families[family].items() if isinstance(p, space.Fixed)}
-        body["families"] = {family: {**fixed, **point}}
+        body["families"] = {family: _with_fixed(spec, family, point)}
         body["data"] = {**body.get("data", {}), "limit": 2000}
         minutes = body["budget"]["minutes"]
         body["budget"] = {  # a minute's search: the one trial must start before it ends
@@ -645,8 +647,10 @@ def search_gain(data_dir, rows, dataset="fashion_mnist", arm="sweep", seed=0, sc
     GAIN_RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{dataset}.yaml"
-        path.write_text(yaml.safe_dump(body))
-        wall = run_sweeper(Path(tmp), path, "--data-dir", str(data_dir))
+        # the families in the file's order: it sets which recipe runs first
+        path.write_text(yaml.safe_dump(body, sort_keys=False))
+        log = GAIN_RESULTS / f"{dataset}-{arm}-{seed}.log"
+        wall = run_sweeper(Path(tmp), path, "--data-dir", str(data_dir), log=log)
         client, runs = child_runs(Path(tmp), kinds=("trial", "refit"))
         final = _final_model(runs)
         hits = _test_hits(final, dataset, data_dir, Path(tmp))
@@ -699,9 +703,10 @@ def _test_hits(run, dataset, data_dir, folder, name="final"):
 
 
 def gain_summary(resamples=2000):
-    """Per dataset, over the seeds that have both arms: each arm's mean test accuracy, the
-    difference (sweep - recipe) and its 95% paired bootstrap interval (the same resampled
-    test images for both arms of a seed, the seeds' differences averaged)."""
+    """Per dataset and arm, over the seeds that have it and the recipe arm: each arm's mean
+    test accuracy, the difference (arm - recipe) and its 95% paired bootstrap interval (the
+    same resampled test images for both arms of a seed, the seeds' differences averaged).
+    Arms besides "sweep" are earlier versions of the file, kept under their own name."""
     found = {}
     for path in GAIN_RESULTS.glob("*.npy"):
         dataset, arm, seed = path.stem.rsplit("-", 2)
@@ -709,19 +714,21 @@ def gain_summary(resamples=2000):
     rows = []
     rng = np.random.default_rng(0)
     for dataset, seeds in sorted(found.items()):
-        pairs = [(s["sweep"], s["recipe"]) for s in seeds.values() if len(s) == 2]
-        if not pairs:
-            continue
-        means = [np.mean([a.mean() for a, _ in pairs]), np.mean([b.mean() for _, b in pairs])]
-        low, high = paired_interval(pairs, rng, resamples)
-        rows.append(
-            (
-                f"search-gain: {dataset}, sweep - recipe alone ({len(pairs)} seeds)",
-                f"{means[0] - means[1]:+.4f}",
-                f"sweep {means[0]:.4f}, recipe alone {means[1]:.4f}; 95% paired bootstrap "
-                f"interval [{low:+.4f}, {high:+.4f}]",
+        arms = sorted({arm for s in seeds.values() for arm in s} - {"recipe"})
+        for arm in arms:
+            pairs = [(s[arm], s["recipe"]) for s in seeds.values() if {arm, "recipe"} <= set(s)]
+            if not pairs:
+                continue
+            means = [np.mean([a.mean() for a, _ in pairs]), np.mean([b.mean() for _, b in pairs])]
+            low, high = paired_interval(pairs, rng, resamples)
+            rows.append(
+                (
+                    f"search-gain: {dataset}, {arm} - recipe alone ({len(pairs)} seeds)",
+                    f"{means[0] - means[1]:+.4f}",
+                    f"{arm} {means[0]:.4f}, recipe alone {means[1]:.4f}; 95% paired bootstrap "
+                    f"interval [{low:+.4f}, {high:+.4f}]",
+                )
             )
-        )
     return rows
 
 
@@ -761,7 +768,7 @@ def warm_start(data_dir, rows, dataset="fashion_mnist", seed=0, scale=1.0):
             body.update(seed=file_seed, study=f"{dataset}-{study}", warm_start=warm)
             body["budget"]["minutes"] = minutes
             path = folder / f"{study}.yaml"
-            path.write_text(yaml.safe_dump(body))
+            path.write_text(yaml.safe_dump(body, sort_keys=False))
             log = WARM_RESULTS / f"{dataset}-{seed}-{study}.log"
             walls[study] = run_sweeper(folder, path, "--data-dir", str(data_dir), log=log)
             _, runs = child_runs(folder, kinds=("refit", "trial"))
@@ -814,6 +821,127 @@ def warm_start(data_dir, rows, dataset="fashion_mnist", seed=0, scale=1.0):
             f"95% paired bootstrap interval [{low:+.4f}, {high:+.4f}]",
         )
     )
+
+
+# --- 11. do short trials rank configurations as their refits do? (issue 21) ---------------
+
+FIDELITY_RESULTS = ROOT / "bench" / "results" / "fidelity"
+
+
+def fidelity(
+    data_dir,
+    rows,
+    dataset="fashion_mnist",
+    configs=8,
+    short_limit=None,
+    short_epochs=None,
+    long_epochs=None,
+    seed=0,
+):
+    """The Spearman rank correlation, over CONFIGS configurations of sweeps/D.yaml, between
+    a short trial's validation accuracy (SHORT_EPOCHS on SHORT_LIMIT training images, 0: all;
+    default: the file's `max_epochs` on its `data.limit`, the search's trial) and the test
+    accuracy of the same configuration trained as a refit is (training + validation data,
+    LONG_EPOCHS; default the file's `max_epochs`). The configurations: each family's recipe,
+    then points drawn by Optuna's RandomSampler (SEED) as the engine draws them, the family
+    first. Every training is kept in bench/results/fidelity/D.json as it ends, by
+    configuration and fidelity, and a later call trains only what is missing: calls with
+    other short fidelities reuse the long runs, so fidelities compare on the same
+    configurations."""
+    import optuna
+    from scipy.stats import spearmanr
+
+    from sweeper import config, data, devices, policy, space, train
+    from sweeper.engines.optuna_engine import suggest
+
+    spec = config.load(ROOT / "sweeps" / f"{dataset}.yaml")
+    short_limit = spec.limit if short_limit is None else short_limit or None  # 0: all
+    short_epochs = short_epochs or spec.max_epochs
+    long_epochs = long_epochs or spec.max_epochs
+    precision = devices.precision(spec.precision)
+    short_key, long_key = f"{short_limit or 'all'} images x {short_epochs}", f"{long_epochs}"
+
+    recipes = [
+        (family, _with_fixed(spec, family, point)) for family, point in policy.first_points(spec)
+    ]
+    points = list(recipes)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    while len(points) < configs:
+        trial = study.ask()
+        family = trial.suggest_categorical("family", list(spec.families))
+        searched = {
+            name: suggest(trial, space.qualified(family, name), p)
+            for name, p in spec.families[family].items()
+            if not isinstance(p, space.Fixed)
+        }
+        points.append((family, _with_fixed(spec, family, searched)))
+    points = points[:configs]
+
+    FIDELITY_RESULTS.mkdir(parents=True, exist_ok=True)
+    store = FIDELITY_RESULTS / f"{dataset}.json"
+    records = json.loads(store.read_text()) if store.exists() else {}
+
+    def trained(family, params, dataset_, epochs, score):
+        result = train.train(
+            family, params, dataset_, epochs=epochs, seed=spec.seed, precision=precision
+        )
+        return {
+            "score": result.score(score) if score else result.test["test_accuracy"],
+            "seconds": round(result.train_seconds, 1),
+        }
+
+    load = functools.partial(data.load, dataset, data_dir=data_dir, seed=spec.seed)
+    for family, params in points:
+        key = json.dumps([family, params], sort_keys=True)
+        record = records.setdefault(
+            key, {"family": family, "params": params, "short": {}, "long": {}}
+        )
+        if short_key not in record["short"]:
+            record["short"][short_key] = trained(
+                family, params, load(limit=short_limit), short_epochs, "val_accuracy"
+            )
+            store.write_text(json.dumps(records, indent=1))
+        if long_key not in record["long"]:
+            record["long"][long_key] = trained(
+                family, {**params, "early_stopping_patience": 0}, load().merged(), long_epochs, None
+            )
+            store.write_text(json.dumps(records, indent=1))
+        print(
+            f"{family} {params}: {record['short'][short_key]} {record['long'][long_key]}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    chosen = [records[json.dumps([f, p], sort_keys=True)] for f, p in points]
+    # A diverged training (NaN) ranks last.
+    short = np.nan_to_num([r["short"][short_key]["score"] for r in chosen], nan=0.0)
+    long = np.nan_to_num([r["long"][long_key]["score"] for r in chosen], nan=0.0)
+    rho = spearmanr(short, long).statistic
+    picked = int(np.argmax(short))
+    rows.append(
+        (
+            f"fidelity: {dataset}, short trial ({short_key} epochs) vs refit ({long_key} epochs "
+            f"on all), {len(chosen)} configurations",
+            f"Spearman {rho:+.2f}",
+            f"the short trials' pick scores {long[picked]:.4f} refitted, the best refit "
+            f"{max(long):.4f}"
+            + "".join(
+                f", the {family} recipe {score:.4f}" for (family, _), score in zip(recipes, long)
+            )
+            + "; a short trial "
+            f"{np.median([r['short'][short_key]['seconds'] for r in chosen]) / 60:.1f} min, "
+            f"a refit {np.median([r['long'][long_key]['seconds'] for r in chosen]) / 60:.1f} "
+            "min (medians)",
+        )
+    )
+
+
+def _with_fixed(spec, family, point):
+    """A point of the family's space with the file's fixed values: one whole configuration."""
+    from sweeper import space
+
+    fixed = {k: p.value for k, p in spec.families[family].items() if isinstance(p, space.Fixed)}
+    return {**fixed, **point}
 
 
 def write_jpeg_folder(root: Path, images: int, side: int, classes: int = 10) -> Path:
@@ -880,7 +1008,7 @@ def image_cache_section(data_dir, rows, images=100_000, side=224):
         )
         body = yaml.safe_load(path.read_text())
         body["data"]["image_size"] = [side, side]
-        path.write_text(yaml.safe_dump(body))
+        path.write_text(yaml.safe_dump(body, sort_keys=False))
         env = {image_cache.CACHE_ENV: str(folder / "cache")}
         seconds = run_sweeper(folder, path, env=env)
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
@@ -932,6 +1060,7 @@ SECTIONS = {
     "search-gain": search_gain,
     "image-cache": image_cache_section,
     "warm-start": warm_start,
+    "fidelity": fidelity,
 }
 
 
@@ -944,7 +1073,7 @@ def main():
         "--data-dir", default=os.environ.get("SWEEPER_DATA_DIR", ROOT.parent / "shared" / "data")
     )
     parser.add_argument(
-        "--dataset", default="fashion_mnist", help="search-gain's and warm-start's dataset"
+        "--dataset", default="fashion_mnist", help="search-gain's, warm-start's, fidelity's"
     )
     parser.add_argument("--arm", choices=("sweep", "recipe"), default="sweep")
     parser.add_argument("--seed", type=int, default=0)
@@ -955,6 +1084,10 @@ def main():
         help="of the file's budget.minutes (search-gain, warm-start)",
     )
     parser.add_argument("--images", type=int, default=100_000, help="image-cache's folder")
+    parser.add_argument("--configs", type=int, default=8, help="fidelity's configurations")
+    parser.add_argument("--short-limit", type=int, help="fidelity's short trial's images (0: all)")
+    parser.add_argument("--short-epochs", type=int, help="fidelity's short trial's epochs")
+    parser.add_argument("--long-epochs", type=int, help="fidelity's refit epochs")
     args = parser.parse_args()
     rows = []
     started = time.perf_counter()
@@ -965,6 +1098,14 @@ def main():
             "search-gain": gain,
             "warm-start": {k: gain[k] for k in ("dataset", "seed", "scale")},
             "image-cache": {"images": args.images},
+            "fidelity": {
+                "dataset": args.dataset,
+                "seed": args.seed,
+                "configs": args.configs,
+                "short_limit": args.short_limit,
+                "short_epochs": args.short_epochs,
+                "long_epochs": args.long_epochs,
+            },
         }
         SECTIONS[name](Path(args.data_dir).resolve(), rows, **options.get(name, {}))
     machine = f"{socket.gethostname()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}"

@@ -172,6 +172,14 @@ def test_a_valid_file_loads_into_a_spec(tmp_path):
         ),
         ({"refit": {"epochs": 0}}, "refit.epochs: expected a positive number"),
         (
+            {"refit": {"min_epochs": 4}},
+            "refit.min_epochs: expected budget.minutes beside it",
+        ),
+        (
+            {"budget": {"minutes": 30}, "refit": {"min_epochs": 1.5}},
+            "refit.min_epochs: expected a positive number",
+        ),
+        (
             {"families": {"cnn": {"batch_size": {"int": [16, 1073741824]}}}},
             "families.cnn.batch_size: expected a number <= 65536 for every value",
         ),

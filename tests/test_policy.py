@@ -83,6 +83,18 @@ def test_refit_plan_fits_whole_epochs_from_the_measured_speed():
     assert too_short.epochs == 0  # 0.03 s an image: ~660 images fit, fewer than the trial's
 
 
+def test_refit_seconds_is_what_the_plan_counts_for_those_epochs():
+    plan = plan_of()
+    measured = {"trial_images": 1000, "refit_images": 5000, "test_images": 1000}
+    assert policy.refit_seconds(plan.epochs, [30.0, 10.0, 10.0], **measured) == pytest.approx(
+        plan.seconds
+    )
+    # the time for 20 epochs is more than 600 s, so 600 s plan fewer
+    needed = policy.refit_seconds(20, [30.0, 10.0, 10.0], **measured)
+    assert needed > 600
+    assert policy.refit_plan(needed, [30.0, 10.0, 10.0], **measured).epochs == 20
+
+
 def test_a_refit_that_cannot_fit_an_epoch_of_all_images_takes_one_of_what_fits():
     # 0.01 s an image: an epoch of 60,000 is 600 s; 300 s are left, 43.3 s of them fixed
     plan = policy.refit_plan(

@@ -555,6 +555,44 @@ def test_minutes_budget_refits_for_the_epochs_that_fit_what_is_left(workdir, mon
     assert f"so {made.epochs} epochs on 200" in result.output
 
 
+def test_a_share_that_leaves_the_refit_too_few_epochs_ends_the_search_early(workdir, monkeypatch):
+    """refit.min_epochs more than the whole budget holds: the search ends after its first
+    trial (of a budget of 3), and the refit gets what is left."""
+    from sweeper import policy, sweep
+
+    clock = [1_000_000.0]
+
+    def now():  # a clock that moves a little at each look
+        clock[0] += 0.01
+        return clock[0]
+
+    monkeypatch.setattr(policy, "now", now)
+    monkeypatch.setattr(policy, "REFIT_MARGIN_SECONDS", 0.0)
+    real_load = sweep._load
+
+    def load(spec, data_dir, limit, name=None):
+        if limit is None:  # the refit's data: 8 s of the budget are left
+            clock[0] = 1_000_000.0 + 60 - 8
+        return real_load(spec, data_dir, limit, name)
+
+    monkeypatch.setattr(sweep, "_load", load)
+    path = sweep_file(
+        workdir,
+        "floor",
+        budget={"trials": 3, "max_epochs": 2, "minutes": 1, "search_share": 0.5},
+        refit={"min_epochs": 100_000},
+        data={"limit": 120},
+        families={"mlp": {"units": {"choice": [8, 16]}}},
+    )
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "at least 100000 (the search ends early where it must)" in result.output
+    assert "the search ends 0.5 min early: its share would leave the refit" in result.output
+    assert "fewer than refit.min_epochs (100000)" in result.output
+    children = children_of(parent_of("floor").info.run_id)
+    assert sorted(c.data.tags["kind"] for c in children) == ["refit", "trial"]
+
+
 def test_limit_on_the_command_line_limits_the_refit_too(workdir):
     path = sweep_file(workdir, "smoke", budget={"trials": 1, "max_epochs": 1}, refit={"epochs": 1})
     result = CliRunner().invoke(main, ["sweep", str(path), "--limit", "60"])

@@ -450,6 +450,11 @@ def _refit_plan(spec: Any) -> str:
             f"{spec.minutes:g} min in all: search {spec.search_minutes:.3g} min, then refit "
             f"the winner{images} for the epochs that fit the other "
             f"{spec.minutes - spec.search_minutes:.3g} min (from its measured speed)"
+            + (
+                f", at least {spec.refit_min_epochs} (the search ends early where it must)"
+                if spec.refit_min_epochs
+                else ""
+            )
         )
     if spec.refit_epochs:
         return f"then refit the winner{images} for {spec.refit_epochs} epochs"

@@ -83,6 +83,8 @@ class SweepSpec:
     refit_limit: int | None = None  # --limit, a smoke run's: the refit's images too
     image_dir: str | None = None  # where a csv: dataset's relative paths resolve
     refit_epochs: int | None = None  # retrain the best trial on train + validation
+    # with `minutes`: the search ends early where its share would leave the refit fewer epochs
+    refit_min_epochs: int | None = None
     workers: int | str = 1  # trial processes on this machine, or "auto" (`devices.plan`)
     keep_models: int | None = 3  # trials that keep their model (best first); None: all
     save_optimizer: bool = False  # logged models carry their optimizer's state
@@ -303,8 +305,15 @@ def _build(raw, path, problems) -> SweepSpec | None:
     _unknown(options, ("validation_split", "image_size", "limit", "image_dir"), "data", problem)
 
     refit = _mapping(raw, "refit", problem)
-    _unknown(refit, ("epochs",), "refit", problem)
+    _unknown(refit, ("epochs", "min_epochs"), "refit", problem)
     refit_epochs = _positive(refit, "epochs", None, int, problem, "refit.")
+    refit_min_epochs = _positive(refit, "min_epochs", None, int, problem, "refit.")
+    if "min_epochs" in refit and "minutes" not in budget:
+        problem(
+            "refit.min_epochs",
+            "budget.minutes beside it (the search gives up its time to keep them)",
+            refit_min_epochs,
+        )
     if "minutes" in budget and "epochs" in refit:
         problem(
             "refit.epochs",
@@ -363,6 +372,7 @@ def _build(raw, path, problems) -> SweepSpec | None:
         limit=limit,
         image_dir=image_dir,
         refit_epochs=refit_epochs,
+        refit_min_epochs=refit_min_epochs,
         workers=workers,
         keep_models=None if keep_models == "all" else keep_models,
         save_optimizer=save_optimizer,

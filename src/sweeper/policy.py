@@ -286,20 +286,43 @@ def refit_plan(
     a margin for loading, saving and logging come off first. Where not one epoch of all
     the images fits, one epoch of as many as fit (a complete schedule on a seeded sample),
     if that is more than the trial trained on; else no refit."""
-    first = epoch_seconds[0]
-    later = statistics.median(epoch_seconds[1:]) if len(epoch_seconds) > 1 else first
-    # a trial of 2,000 images validated on 7,500 spends most of its epoch predicting
-    per_image = later / (trial_images + PREDICTION_SHARE * val_images)
+    per_image, fixed = _refit_costs(epoch_seconds, trial_images, test_images, tta, val_images)
     per_epoch = per_image * refit_images
-    fixed = (
-        max(0.0, first - later)
-        + per_image * PREDICTION_SHARE * test_images * TTA_VIEWS[tta]
-        + REFIT_MARGIN_SECONDS
-    )
-    epochs = max(0, int((seconds_left - fixed) // per_epoch))
+    # (the epsilon: `refit_seconds` of N epochs plans N, float rounding aside)
+    epochs = max(0, int((seconds_left - fixed) / per_epoch + 1e-9))
     if epochs:
         return RefitPlan(epochs, per_epoch, fixed + epochs * per_epoch, refit_images)
     images = int(max(0.0, seconds_left - fixed) / per_image)
     if images <= trial_images:  # `seconds_per_epoch` stays an epoch of all, for the log
         return RefitPlan(0, per_epoch, 0.0, refit_images)
     return RefitPlan(1, per_image * images, fixed + per_image * images, images)
+
+
+def refit_seconds(
+    epochs: int,
+    epoch_seconds: Sequence[float],
+    *,
+    trial_images: int,
+    refit_images: int,
+    test_images: int,
+    tta: str = "none",
+    val_images: int = 0,
+) -> float:
+    """The time `refit_plan` counts for a refit of `epochs` epochs on `refit_images`."""
+    per_image, fixed = _refit_costs(epoch_seconds, trial_images, test_images, tta, val_images)
+    return fixed + epochs * per_image * refit_images
+
+
+def _refit_costs(epoch_seconds, trial_images, test_images, tta, val_images):
+    """(seconds a trained image, seconds a refit spends besides its epochs), from a
+    trial's `epoch_seconds` (`refit_plan` says how)."""
+    first = epoch_seconds[0]
+    later = statistics.median(epoch_seconds[1:]) if len(epoch_seconds) > 1 else first
+    # a trial of 2,000 images validated on 7,500 spends most of its epoch predicting
+    per_image = later / (trial_images + PREDICTION_SHARE * val_images)
+    fixed = (
+        max(0.0, first - later)
+        + per_image * PREDICTION_SHARE * test_images * TTA_VIEWS[tta]
+        + REFIT_MARGIN_SECONDS
+    )
+    return per_image, fixed

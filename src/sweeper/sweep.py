@@ -404,20 +404,34 @@ class SweepRun:
 
     def _plan_refit(self, label: str, result) -> None:
         """States, once, the refit that `budget.minutes` leaves room for, as measured on the
-        first complete trial (the refit's own line gives the winner's figures)."""
+        first complete trial (the refit's own line gives the winner's figures); where that
+        is fewer than `refit.min_epochs`, the search ends early enough to leave them."""
         self._refit_planned = True
         if self.ends_at is None or not self.spec.refit_from_minutes:
             return
         search_ends = self.policy.deadline or policy.now()
         refit_images = self.spec.refit_limit or self.dataset.refit_images
-        plan = policy.refit_plan(
-            self.ends_at - search_ends,
-            [result.train_seconds / max(1, result.epochs)] * max(1, result.epochs),
-            trial_images=len(self.dataset.y_train),
-            refit_images=refit_images,
-            test_images=len(self.dataset.y_test),
-            val_images=len(self.dataset.y_val),
-        )
+        measured = {
+            "epoch_seconds": [result.train_seconds / max(1, result.epochs)] * max(1, result.epochs),
+            "trial_images": len(self.dataset.y_train),
+            "refit_images": refit_images,
+            "test_images": len(self.dataset.y_test),
+            "val_images": len(self.dataset.y_val),
+        }
+        plan = policy.refit_plan(self.ends_at - search_ends, **measured)
+        floor = self.spec.refit_min_epochs
+        if floor and plan.epochs < floor:
+            planned_end = search_ends
+            search_ends = max(policy.now(), self.ends_at - policy.refit_seconds(floor, **measured))
+            self.policy.deadline = search_ends
+            log.info(
+                "  the search ends %.1f min early: its share would leave the refit %d epochs, "
+                "fewer than refit.min_epochs (%d)",
+                (planned_end - search_ends) / 60,
+                plan.epochs,
+                floor,
+            )
+            plan = policy.refit_plan(self.ends_at - search_ends, **measured)
         log.info(
             "  plan: after the search, a refit of ~%d epochs (~%.0f s an epoch on %d images, "
             "as %s trained)",

@@ -865,6 +865,7 @@ def fidelity(
         (family, _with_fixed(spec, family, point)) for family, point in policy.first_points(spec)
     ]
     points = list(recipes)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line for the study in memory
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     while len(points) < configs:
         trial = study.ask()

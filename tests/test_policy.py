@@ -95,6 +95,18 @@ def test_refit_seconds_is_what_the_plan_counts_for_those_epochs():
     assert policy.refit_plan(needed, [30.0, 10.0, 10.0], **measured).epochs == 20
 
 
+def test_a_search_ends_early_only_where_the_refit_needs_its_time(monkeypatch):
+    monkeypatch.setattr(policy, "now", lambda: 100.0)
+    # the refit needs 500 s before 1,000: the search planned to end at 800 ends at 500
+    assert policy.shortened_search(800.0, 1000.0, 500.0) == 500.0
+    # it needs more than is left: the search ends now
+    assert policy.shortened_search(800.0, 1000.0, 2000.0) == 100.0
+    # the plan leaves it its time already
+    assert policy.shortened_search(400.0, 1000.0, 500.0) is None
+    # the search's deadline passed during its first trial: it is over, no earlier end
+    assert policy.shortened_search(50.0, 1000.0, 2000.0) is None
+
+
 def test_a_refit_that_cannot_fit_an_epoch_of_all_images_takes_one_of_what_fits():
     # 0.01 s an image: an epoch of 60,000 is 600 s; 300 s are left, 43.3 s of them fixed
     plan = policy.refit_plan(

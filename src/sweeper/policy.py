@@ -313,6 +313,14 @@ def refit_seconds(
     return fixed + epochs * per_image * refit_images
 
 
+def shortened_search(planned_end: float, ends_at: float, refit_seconds: float) -> float | None:
+    """When a search planned to end at `planned_end` must end instead, for a refit of
+    `refit_seconds` to finish by `ends_at`: not before now; None when it need not end
+    earlier (or is over already)."""
+    end = max(now(), ends_at - refit_seconds)
+    return end if end < planned_end else None
+
+
 def _refit_costs(epoch_seconds, trial_images, test_images, tta, val_images):
     """(seconds a trained image, seconds a refit spends besides its epochs), from a
     trial's `epoch_seconds` (`refit_plan` says how)."""

@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from typing import Any
 
 import numpy as np
 
@@ -411,27 +412,27 @@ class SweepRun:
             return
         search_ends = self.policy.deadline or policy.now()
         refit_images = self.spec.refit_limit or self.dataset.refit_images
-        measured = {
-            "epoch_seconds": [result.train_seconds / max(1, result.epochs)] * max(1, result.epochs),
+        speed: dict[str, Any] = {
             "trial_images": len(self.dataset.y_train),
             "refit_images": refit_images,
             "test_images": len(self.dataset.y_test),
             "val_images": len(self.dataset.y_val),
         }
-        plan = policy.refit_plan(self.ends_at - search_ends, **measured)
+        epoch_seconds = [result.train_seconds / max(1, result.epochs)] * max(1, result.epochs)
+        plan = policy.refit_plan(self.ends_at - search_ends, epoch_seconds, **speed)
         floor = self.spec.refit_min_epochs
         if floor and plan.epochs < floor:
-            planned_end = search_ends
-            search_ends = max(policy.now(), self.ends_at - policy.refit_seconds(floor, **measured))
-            self.policy.deadline = search_ends
-            log.info(
-                "  the search ends %.1f min early: its share would leave the refit %d epochs, "
-                "fewer than refit.min_epochs (%d)",
-                (planned_end - search_ends) / 60,
-                plan.epochs,
-                floor,
-            )
-            plan = policy.refit_plan(self.ends_at - search_ends, **measured)
+            needed = policy.refit_seconds(floor, epoch_seconds, **speed)
+            if shortened := policy.shortened_search(search_ends, self.ends_at, needed):
+                log.info(
+                    "  the search ends %.1f min early: its share would leave the refit %d "
+                    "epochs, fewer than refit.min_epochs (%d)",
+                    (search_ends - shortened) / 60,
+                    plan.epochs,
+                    floor,
+                )
+                self.policy.deadline = search_ends = shortened
+                plan = policy.refit_plan(self.ends_at - search_ends, epoch_seconds, **speed)
         log.info(
             "  plan: after the search, a refit of ~%d epochs (~%.0f s an epoch on %d images, "
             "as %s trained)",

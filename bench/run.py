@@ -703,10 +703,9 @@ def _test_hits(run, dataset, data_dir, folder, name="final"):
 
 
 def gain_summary(resamples=2000):
-    """Per dataset and arm, over the seeds that have it and the recipe arm: each arm's mean
-    test accuracy, the difference (arm - recipe) and its 95% paired bootstrap interval (the
-    same resampled test images for both arms of a seed, the seeds' differences averaged).
-    Arms besides "sweep" are earlier versions of the file, kept under their own name."""
+    """Per dataset, over the seeds that have both arms: each arm's mean test accuracy, the
+    difference (sweep - recipe) and its 95% paired bootstrap interval (the same resampled
+    test images for both arms of a seed, the seeds' differences averaged)."""
     found = {}
     for path in GAIN_RESULTS.glob("*.npy"):
         dataset, arm, seed = path.stem.rsplit("-", 2)
@@ -714,21 +713,19 @@ def gain_summary(resamples=2000):
     rows = []
     rng = np.random.default_rng(0)
     for dataset, seeds in sorted(found.items()):
-        arms = sorted({arm for s in seeds.values() for arm in s} - {"recipe"})
-        for arm in arms:
-            pairs = [(s[arm], s["recipe"]) for s in seeds.values() if {arm, "recipe"} <= set(s)]
-            if not pairs:
-                continue
-            means = [np.mean([a.mean() for a, _ in pairs]), np.mean([b.mean() for _, b in pairs])]
-            low, high = paired_interval(pairs, rng, resamples)
-            rows.append(
-                (
-                    f"search-gain: {dataset}, {arm} - recipe alone ({len(pairs)} seeds)",
-                    f"{means[0] - means[1]:+.4f}",
-                    f"{arm} {means[0]:.4f}, recipe alone {means[1]:.4f}; 95% paired bootstrap "
-                    f"interval [{low:+.4f}, {high:+.4f}]",
-                )
+        pairs = [(s["sweep"], s["recipe"]) for s in seeds.values() if len(s) == 2]
+        if not pairs:
+            continue
+        means = [np.mean([a.mean() for a, _ in pairs]), np.mean([b.mean() for _, b in pairs])]
+        low, high = paired_interval(pairs, rng, resamples)
+        rows.append(
+            (
+                f"search-gain: {dataset}, sweep - recipe alone ({len(pairs)} seeds)",
+                f"{means[0] - means[1]:+.4f}",
+                f"sweep {means[0]:.4f}, recipe alone {means[1]:.4f}; 95% paired bootstrap "
+                f"interval [{low:+.4f}, {high:+.4f}]",
             )
+        )
     return rows
 
 

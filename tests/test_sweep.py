@@ -506,28 +506,44 @@ def test_a_store_that_cannot_be_opened_stops_the_sweep_in_one_line(workdir, trac
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]  # no other tried
 
 
-def test_minutes_budget_refits_for_the_epochs_that_fit_what_is_left(workdir, monkeypatch):
-    """With a fake clock: the search takes no time, then 8 s are left when the refit plans;
-    its epochs come from the winner's measured seconds per epoch and fit those seconds."""
+def refit_clock(monkeypatch, *, seconds_left: float, tick: float = 0.0) -> None:
+    """A fake clock for a 1-minute sweep: the search takes no time (`tick` seconds a look),
+    then `seconds_left` of the budget are left when the refit loads its data. No refit
+    margin."""
     from sweeper import policy, sweep
 
     clock = [1_000_000.0]
-    monkeypatch.setattr(policy, "now", lambda: clock[0])
+
+    def now():
+        clock[0] += tick
+        return clock[0]
+
+    real_load = sweep._load
+
+    def load(spec, data_dir, limit, name=None):
+        if limit is None:  # the refit's data: the search is over
+            clock[0] = 1_000_000.0 + 60 - seconds_left
+        return real_load(spec, data_dir, limit, name)
+
+    monkeypatch.setattr(policy, "now", now)
     monkeypatch.setattr(policy, "REFIT_MARGIN_SECONDS", 0.0)
+    monkeypatch.setattr(sweep, "_load", load)
+
+
+def test_minutes_budget_refits_for_the_epochs_that_fit_what_is_left(workdir, monkeypatch):
+    """With a fake clock: the search takes no time, then 8 s are left when the refit plans;
+    its epochs come from the winner's measured seconds per epoch and fit those seconds."""
+    from sweeper import policy
+
+    refit_clock(monkeypatch, seconds_left=8)
     plans = []
-    real_plan, real_load = policy.refit_plan, sweep._load
+    real_plan = policy.refit_plan
 
     def plan(*args, **kwargs):
         plans.append((args, kwargs, real_plan(*args, **kwargs)))
         return plans[-1][2]
 
-    def load(spec, data_dir, limit, name=None):
-        if limit is None:  # the refit's data: the search is over, 8 s of the budget are left
-            clock[0] = 1_000_000.0 + 60 - 8
-        return real_load(spec, data_dir, limit, name)
-
     monkeypatch.setattr(policy, "refit_plan", plan)
-    monkeypatch.setattr(sweep, "_load", load)
     path = sweep_file(
         workdir,
         "minutes",
@@ -558,24 +574,7 @@ def test_minutes_budget_refits_for_the_epochs_that_fit_what_is_left(workdir, mon
 def test_a_share_that_leaves_the_refit_too_few_epochs_ends_the_search_early(workdir, monkeypatch):
     """refit.min_epochs more than the whole budget holds: the search ends after its first
     trial (of a budget of 3), and the refit gets what is left."""
-    from sweeper import policy, sweep
-
-    clock = [1_000_000.0]
-
-    def now():  # a clock that moves a little at each look
-        clock[0] += 0.01
-        return clock[0]
-
-    monkeypatch.setattr(policy, "now", now)
-    monkeypatch.setattr(policy, "REFIT_MARGIN_SECONDS", 0.0)
-    real_load = sweep._load
-
-    def load(spec, data_dir, limit, name=None):
-        if limit is None:  # the refit's data: 8 s of the budget are left
-            clock[0] = 1_000_000.0 + 60 - 8
-        return real_load(spec, data_dir, limit, name)
-
-    monkeypatch.setattr(sweep, "_load", load)
+    refit_clock(monkeypatch, seconds_left=8, tick=0.01)  # it moves: the search can end
     path = sweep_file(
         workdir,
         "floor",

@@ -355,6 +355,10 @@ def sweep(
     else:
         loaded = config.load(sweep_file)
     spec = config.Overrides(**overrides).apply(loaded)
+    if spec.workers != 1 and not as_worker:
+        from sweeper.workers import refuse_unshared
+
+        refuse_unshared(spec, storage)  # in a second, not after TensorFlow's start
     load_tensorflow()
     from sweeper.sweep import run_sweep
 

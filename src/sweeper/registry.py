@@ -14,13 +14,15 @@ from sweeper.errors import SweeperError
 @dataclass(frozen=True)
 class Registered:
     """An engine as the sweep file sees it: its module, its samplers, the first of which is
-    the default, the pruners it takes (just "none" when it prunes on its own terms), and
-    whether its study can start from earlier studies' best trials (`warm_start`)."""
+    the default, the pruners it takes (just "none" when it prunes on its own terms),
+    whether its study can start from earlier studies' best trials (`warm_start`), and
+    whether worker processes may run one study side by side (`--workers`)."""
 
     module: str
     samplers: tuple[str, ...]
     pruners: tuple[str, ...] = ("none",)
     warm_starts: bool = False
+    shares_store: bool = False
 
     @property
     def default_sampler(self) -> str:
@@ -33,6 +35,7 @@ ENGINES = {
         samplers=("tpe", "random", "cmaes", "gp", "grid", "nsga2"),
         pruners=("none", "median", "hyperband", "successive-halving"),
         warm_starts=True,
+        shares_store=True,
     ),
     "keras-tuner": Registered(
         "sweeper.engines.keras_tuner_engine", samplers=("bayesian", "random", "hyperband")

@@ -17,14 +17,32 @@ import signal
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from sweeper import devices, engines, families, image_cache, policy
+from sweeper import devices, engines, image_cache, policy
 from sweeper.config import SweepSpec
 from sweeper.errors import SweeperError
-from sweeper.sweep import SweepRun, ending, finish, prepare
+
+if TYPE_CHECKING:
+    from sweeper.sweep import SweepRun
 
 log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 60  # for a worker to end its trial's run after Ctrl-C
+
+
+def refuse_unshared(spec: SweepSpec, storage: str | None) -> None:
+    """Raises where several processes cannot share the study: before anything is loaded."""
+    if not engines.registered(spec.engine).shares_store:
+        raise SweeperError(
+            f"--workers: the {spec.engine} engine keeps its study in one process; Keras "
+            "Tuner's own distributed mode needs a chief process serving its oracle over gRPC, "
+            "which sweeper does not start. Use --engine optuna for several workers"
+        )
+    if storage and storage.startswith("sqlite"):
+        raise SweeperError(
+            "--workers: SQLite is not safe for several processes; leave --storage out (a "
+            "journal file under mlruns/) or give postgresql://..."
+        )
 
 
 def supervise(
@@ -38,17 +56,10 @@ def supervise(
 ) -> str:
     """Runs the sweep in `requested` worker processes (None: `auto`); returns the parent run
     id. Raises when the workers stopped before the sweep's budget, timeout or target."""
-    if not engines.get(spec.engine).shares_store:
-        raise SweeperError(
-            f"--workers: the {spec.engine} engine keeps its study in one process; Keras "
-            "Tuner's own distributed mode needs a chief process serving its oracle over gRPC, "
-            "which sweeper does not start. Use --engine optuna for several workers"
-        )
-    if storage and storage.startswith("sqlite"):
-        raise SweeperError(
-            "--workers: SQLite is not safe for several processes; leave --storage out (a "
-            "journal file under mlruns/) or give postgresql://..."
-        )
+    refuse_unshared(spec, storage)
+    from sweeper import families  # Keras, and TensorFlow with it: after the refusals
+    from sweeper.sweep import ending, finish, prepare
+
     sweep = prepare(spec, storage=storage, data_dir=data_dir, tracking_uri=tracking_uri)
     deadline = sweep.policy.deadline  # the search's, shared with every worker
     parent = sweep.parent.run_id  # opened now, before any worker looks for it

@@ -100,8 +100,6 @@ class Sweep(Protocol):
 class Engine(ABC):
     """One engine: opens (or resumes) the study `spec.study` in `storage` on creation."""
 
-    shares_store = False  # whether worker processes may run one study side by side
-
     def __init__(self, spec: SweepSpec, storage: str | None = None):
         self.spec = spec
         self.storage = storage

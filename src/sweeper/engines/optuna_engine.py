@@ -46,8 +46,6 @@ class _OverBudget(Exception):
 
 
 class Engine(base.Engine):
-    shares_store = True
-
     def __init__(self, spec: SweepSpec, storage: str | None = None):
         super().__init__(spec, storage)
         # Optuna's INFO lines repeat sweeper's, its warnings a failed trial's traceback (kept

@@ -107,6 +107,21 @@ def test_a_search_ends_early_only_where_the_refit_needs_its_time(monkeypatch):
     assert policy.shortened_search(50.0, 1000.0, 2000.0) is None
 
 
+def test_a_trial_ends_the_search_now_only_where_its_epochs_would_eat_the_refits_time(
+    monkeypatch,
+):
+    monkeypatch.setattr(policy, "now", lambda: 100.0)
+    # 3 more epochs of 100 s end at 400; a refit of 500 s still ends by 1,000: go on
+    assert not policy.ends_search_now(3, 100.0, None, 1000.0, 500.0)
+    # a refit of 700 s would end at 1,100: end now
+    assert policy.ends_search_now(3, 100.0, None, 1000.0, 700.0)
+    # a deadline at 250 stops it after 2 more epochs (at 300), which leaves 700 s
+    assert not policy.ends_search_now(3, 100.0, 250.0, 1000.0, 700.0)
+    # its last epoch is done, or the deadline passed: it stops anyway, nothing to end
+    assert not policy.ends_search_now(0, 100.0, None, 1000.0, 2000.0)
+    assert not policy.ends_search_now(3, 100.0, 50.0, 1000.0, 2000.0)
+
+
 def test_a_refit_that_cannot_fit_an_epoch_of_all_images_takes_one_of_what_fits():
     # 0.01 s an image: an epoch of 60,000 is 600 s; 300 s are left, 43.3 s of them fixed
     plan = policy.refit_plan(

@@ -573,12 +573,13 @@ def test_minutes_budget_refits_for_the_epochs_that_fit_what_is_left(workdir, mon
 
 def test_a_share_that_leaves_the_refit_too_few_epochs_ends_the_search_early(workdir, monkeypatch):
     """refit.min_epochs more than the whole budget holds: the search ends after its first
-    trial (of a budget of 3), and the refit gets what is left."""
+    trial (of a budget of 3; one epoch: nothing of it left to cut), and the refit gets what
+    is left."""
     refit_clock(monkeypatch, seconds_left=8, tick=0.01)  # it moves: the search can end
     path = sweep_file(
         workdir,
         "floor",
-        budget={"trials": 3, "max_epochs": 2, "minutes": 1, "search_share": 0.5},
+        budget={"trials": 3, "max_epochs": 1, "minutes": 1, "search_share": 0.5},
         refit={"min_epochs": 100_000},
         data={"limit": 120},
         families={"mlp": {"units": {"choice": [8, 16]}}},
@@ -590,6 +591,31 @@ def test_a_share_that_leaves_the_refit_too_few_epochs_ends_the_search_early(work
     assert "fewer than refit.min_epochs (100000)" in result.output
     children = children_of(parent_of("floor").info.run_id)
     assert sorted(c.data.tags["kind"] for c in children) == ["refit", "trial"]
+
+
+def test_a_first_trial_that_would_leave_the_refit_too_few_epochs_stops_after_one(
+    workdir, monkeypatch
+):
+    """The first trial's own epochs would eat the floor's time: it stops after its first
+    (complete, as the recipe's one trial), and the refit trains that recipe."""
+    refit_clock(monkeypatch, seconds_left=8, tick=0.01)
+    path = sweep_file(
+        workdir,
+        "first",
+        budget={"trials": 3, "max_epochs": 3, "minutes": 1, "search_share": 0.5},
+        refit={"min_epochs": 100_000},
+        data={"limit": 120},
+        families={"mlp": {"units": {"choice": [8, 16]}, "early_stopping_patience": 0}},
+    )
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "the search ends after mlp #0's epoch 1: its 2 more" in result.output
+    assert "the search ends 0." not in result.output  # not shortened twice
+    children = children_of(parent_of("first").info.run_id)
+    [trial] = [c for c in children if c.data.tags["kind"] == "trial"]
+    [refit] = [c for c in children if c.data.tags["kind"] == "refit"]
+    assert trial.data.tags["state"] == "complete" and trial.data.metrics["epochs"] == 1
+    assert refit.data.tags["refit_of"] == trial.info.run_id
 
 
 def test_limit_on_the_command_line_limits_the_refit_too(workdir):

@@ -321,6 +321,22 @@ def shortened_search(planned_end: float, ends_at: float, refit_seconds: float) -
     return end if end < planned_end else None
 
 
+def ends_search_now(
+    epochs_left: int,
+    epoch_seconds: float,
+    deadline: float | None,
+    ends_at: float,
+    refit_seconds: float,
+) -> bool:
+    """Whether a trial with `epochs_left` more epochs of `epoch_seconds` should end the
+    search now: where it would go on (to its end, or to the first epoch's end past the
+    search's `deadline`) too long for a refit of `refit_seconds` to finish by `ends_at`."""
+    t = now()
+    if deadline is not None:  # the deadline stops it at the end of the epoch that passes it
+        epochs_left = min(epochs_left, max(0, math.ceil((deadline - t) / epoch_seconds)))
+    return epochs_left > 0 and t + epochs_left * epoch_seconds + refit_seconds > ends_at
+
+
 def _refit_costs(epoch_seconds, trial_images, test_images, tta, val_images):
     """(seconds a trained image, seconds a refit spends besides its epochs), from a
     trial's `epoch_seconds` (`refit_plan` says how)."""

@@ -331,11 +331,8 @@ class SweepRun:
                 parent_run_id=lambda: self.parent.run_id,
                 should_prune=should_prune,
                 precision=spec.precision,
-                stop_when=lambda epoch, logs: self.policy.stop_after_epoch(
-                    logs.get(spec.metric, math.nan),
-                    epoch,
-                    classes=self.dataset.n_classes,
-                    val_images=len(self.dataset.y_val),
+                stop_when=lambda epoch, logs: self._stop_after_epoch(
+                    epoch, logs, label, time.perf_counter() - started, epochs or spec.max_epochs
                 ),
                 on_start=on_start,
                 optimizer=spec.save_optimizer,
@@ -397,6 +394,49 @@ class SweepRun:
                 elapsed / 60,
             )
 
+    def _stop_after_epoch(
+        self, epoch: int, logs: dict, label: str, seconds: float, epochs: int
+    ) -> str | None:
+        """The policy's reason to stop a trial after `epoch` (from 0), `seconds` into it;
+        and, before any trial completed, "timeout" where its `epochs` would leave the
+        refit fewer than `refit.min_epochs`: the search ends now, this trial its only one."""
+        value = logs.get(self.spec.metric, math.nan)
+        classes, val_images = self.dataset.n_classes, len(self.dataset.y_val)
+        if why := self.policy.stop_after_epoch(
+            value, epoch, classes=classes, val_images=val_images
+        ):
+            return why
+        floor = self.spec.refit_min_epochs
+        if self._refit_planned or not floor or self.ends_at is None:
+            return None
+        epoch_seconds = seconds / (epoch + 1)  # its first epoch's tracing and building too
+        needed = policy.refit_seconds(floor, [epoch_seconds], **self._refit_speed())
+        left = epochs - epoch - 1
+        if not policy.ends_search_now(
+            left, epoch_seconds, self.policy.deadline, self.ends_at, needed
+        ):
+            return None
+        log.info(
+            "  the search ends after %s's epoch %d: its %d more (~%.0f s each) would leave "
+            "the refit fewer than refit.min_epochs (%d)",
+            label,
+            epoch + 1,
+            left,
+            epoch_seconds,
+            floor,
+        )
+        self.policy.deadline = policy.now()
+        return "timeout"
+
+    def _refit_speed(self) -> dict[str, Any]:
+        """The image counts `policy.refit_plan` scales a trial's measured speed by."""
+        return {
+            "trial_images": len(self.dataset.y_train),
+            "refit_images": self.spec.refit_limit or self.dataset.refit_images,
+            "test_images": len(self.dataset.y_test),
+            "val_images": len(self.dataset.y_val),
+        }
+
     def _noise(self, value: float) -> str:
         """ " +-SE" of an accuracy on this sweep's validation images; "" for other metrics."""
         if not self.spec.metric.endswith("accuracy"):
@@ -411,13 +451,7 @@ class SweepRun:
         if self.ends_at is None or not self.spec.refit_from_minutes:
             return
         search_ends = self.policy.deadline or policy.now()
-        refit_images = self.spec.refit_limit or self.dataset.refit_images
-        speed: dict[str, Any] = {
-            "trial_images": len(self.dataset.y_train),
-            "refit_images": refit_images,
-            "test_images": len(self.dataset.y_test),
-            "val_images": len(self.dataset.y_val),
-        }
+        speed = self._refit_speed()
         epoch_seconds = [result.train_seconds / max(1, result.epochs)] * max(1, result.epochs)
         plan = policy.refit_plan(self.ends_at - search_ends, epoch_seconds, **speed)
         floor = self.spec.refit_min_epochs
@@ -438,7 +472,7 @@ class SweepRun:
             "as %s trained)",
             plan.epochs,
             plan.seconds_per_epoch,
-            refit_images,
+            speed["refit_images"],
             label,
         )
 

@@ -72,13 +72,24 @@ def test_refit_plan_fits_whole_epochs_from_the_measured_speed():
     fixed = 20 + 0.01 / 3 * 1000 + policy.REFIT_MARGIN_SECONDS  # tracing, test, margin
     assert plan.epochs == int((600 - fixed) // 50) == 11
     assert plan.seconds == pytest.approx(fixed + 11 * 50) and plan.seconds <= 600
-    # six TTA views cost more test predictions: one epoch less here
+    assert plan.images == 5000  # 0.13 of an epoch left over: not worth one more
+    # six TTA views cost more test predictions: 10.8 epochs of all fit, so 11 on a sample
     with_tta = plan_of(tta="flip+translate")
-    assert with_tta.epochs == 10
-    assert plan.images == 5000
+    fixed_tta = 20 + 0.01 / 3 * 1000 * 6 + policy.REFIT_MARGIN_SECONDS
+    assert with_tta.epochs == 11 and with_tta.images == int((600 - fixed_tta) / 50 / 11 * 5000)
+    assert with_tta.seconds == pytest.approx(fixed_tta + 11 * 0.01 * with_tta.images, abs=0.2)
+    assert with_tta.seconds <= 600
     # the trial's epochs also predicted 3,000 validation images, as 1,000 trained ones cost
     validated = plan_of(val_images=3000)
-    assert validated.seconds_per_epoch == 25 and validated.epochs == 22  # 0.005 s an image
+    assert validated.seconds_per_epoch / validated.images == pytest.approx(0.005)  # an image
+    assert validated.epochs == 23  # 22.33 of all fit
+    # 1.5 epochs of 1,200 images fit: 2 on 900 would train on fewer than the trial's 1,000,
+    # so 1 epoch of all
+    margin = policy.REFIT_MARGIN_SECONDS
+    small = policy.refit_plan(
+        margin + 18, [10.0], trial_images=1000, refit_images=1200, test_images=0
+    )
+    assert (small.epochs, small.images) == (1, 1200)
     too_short = policy.refit_plan(40, [30.0], trial_images=1000, refit_images=5000, test_images=10)
     assert too_short.epochs == 0  # 0.03 s an image: ~660 images fit, fewer than the trial's
 

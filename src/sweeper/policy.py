@@ -21,6 +21,10 @@ REFIT_MARGIN_SECONDS = 20.0
 PREDICTION_SHARE = 1 / 3  # an image predicted costs about a third of one trained on
 # Test-time views a refit predicts, by `tta`.
 TTA_VIEWS = {"none": 1, "flip": 2, "flip+translate": 6}
+# The part of an epoch's time left over that a refit spends on one epoch more, on a sample:
+# on CIFAR-10, 2 epochs on 30,000 images beat 1 on all 50,000 by 1.1 points (74.43% and
+# 73.36%, the ResNet recipe, 2026-12-02).
+EXTRA_EPOCH_FRACTION = 0.2
 log = logging.getLogger(__name__)
 
 
@@ -283,19 +287,23 @@ def refit_plan(
     also traced the graphs: that extra is paid once), less the trial's `val_images`
     predictions (forward passes, about a third of a training step each), scaled to
     `refit_images`, which have no validation; the test predictions (once per TTA view) and
-    a margin for loading, saving and logging come off first. Where not one epoch of all
-    the images fits, one epoch of as many as fit (a complete schedule on a seeded sample),
-    if that is more than the trial trained on; else no refit."""
+    a margin for loading, saving and logging come off first. Where the time left over
+    would be `EXTRA_EPOCH_FRACTION` of an epoch or more (or no epoch of all the images
+    fits), one epoch more on a seeded sample that fills the time (a complete schedule), if
+    that sample is more than the trial trained on; else no refit."""
     per_image, fixed = _refit_costs(epoch_seconds, trial_images, test_images, tta, val_images)
     per_epoch = per_image * refit_images
-    # (the epsilon: `refit_seconds` of N epochs plans N, float rounding aside)
-    epochs = max(0, int((seconds_left - fixed) / per_epoch + 1e-9))
+    # epochs of all the images that fit (the epsilon: `refit_seconds` of N epochs plans N)
+    fit = max(0.0, seconds_left - fixed) / per_epoch + 1e-9
+    epochs = int(fit)
+    if fit - epochs >= EXTRA_EPOCH_FRACTION or not epochs:
+        images = int(fit / (epochs + 1) * refit_images)
+        if images > trial_images:
+            seconds = fixed + (epochs + 1) * per_image * images
+            return RefitPlan(epochs + 1, per_image * images, seconds, images)
     if epochs:
         return RefitPlan(epochs, per_epoch, fixed + epochs * per_epoch, refit_images)
-    images = int(max(0.0, seconds_left - fixed) / per_image)
-    if images <= trial_images:  # `seconds_per_epoch` stays an epoch of all, for the log
-        return RefitPlan(0, per_epoch, 0.0, refit_images)
-    return RefitPlan(1, per_image * images, fixed + per_image * images, images)
+    return RefitPlan(0, per_epoch, 0.0, refit_images)  # `seconds_per_epoch`: all, for the log
 
 
 def refit_seconds(

@@ -407,8 +407,9 @@ class SweepRun:
         ):
             return why
         floor = self.spec.refit_min_epochs
-        if self._refit_planned or not floor or self.ends_at is None:
+        if self._refit_planned or not floor or not self.spec.refit_from_minutes:
             return None
+        assert self.ends_at is not None  # refit_from_minutes: budget.minutes
         epoch_seconds = seconds / (epoch + 1)  # its first epoch's tracing and building too
         needed = policy.refit_seconds(floor, [epoch_seconds], **self._refit_speed())
         left = epochs - epoch - 1

@@ -568,7 +568,7 @@ def test_minutes_budget_refits_for_the_epochs_that_fit_what_is_left(workdir, mon
     assert args[1] == measured and kwargs["trial_images"] == 120 and kwargs["refit_images"] == 200
     assert made.epochs >= 1 and made.seconds <= 8
     assert refit.data.metrics["epochs"] == made.epochs
-    assert f"so {made.epochs} epochs on 200" in result.output
+    assert f"so {made.epochs} epochs on {made.images} of 200" in result.output
 
 
 def test_a_share_that_leaves_the_refit_too_few_epochs_ends_the_search_early(workdir, monkeypatch):

@@ -473,7 +473,7 @@ class SweepRun:
             "as %s trained)",
             plan.epochs,
             plan.seconds_per_epoch,
-            speed["refit_images"],
+            plan.images,  # all, or the sample that fills the time
             label,
         )
 

@@ -571,21 +571,28 @@ def test_minutes_budget_refits_for_the_epochs_that_fit_what_is_left(workdir, mon
     assert f"so {made.epochs} epochs on {made.images} of 200" in result.output
 
 
+def floor_sweep(workdir, monkeypatch, study, *, max_epochs):
+    """A 1-minute sweep of a budget of 3 trials whose refit.min_epochs no budget holds, on
+    `refit_clock` (it moves: the search can end); its CLI result."""
+    refit_clock(monkeypatch, seconds_left=8, tick=0.01)
+    path = sweep_file(
+        workdir,
+        study,
+        budget={"trials": 3, "max_epochs": max_epochs, "minutes": 1, "search_share": 0.5},
+        refit={"min_epochs": 100_000},
+        data={"limit": 120},
+        families={"mlp": {"units": {"choice": [8, 16]}, "early_stopping_patience": 0}},
+    )
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    return result
+
+
 def test_a_share_that_leaves_the_refit_too_few_epochs_ends_the_search_early(workdir, monkeypatch):
     """refit.min_epochs more than the whole budget holds: the search ends after its first
     trial (of a budget of 3; one epoch: nothing of it left to cut), and the refit gets what
     is left."""
-    refit_clock(monkeypatch, seconds_left=8, tick=0.01)  # it moves: the search can end
-    path = sweep_file(
-        workdir,
-        "floor",
-        budget={"trials": 3, "max_epochs": 1, "minutes": 1, "search_share": 0.5},
-        refit={"min_epochs": 100_000},
-        data={"limit": 120},
-        families={"mlp": {"units": {"choice": [8, 16]}}},
-    )
-    result = CliRunner().invoke(main, ["sweep", str(path)])
-    assert result.exit_code == 0, result.output
+    result = floor_sweep(workdir, monkeypatch, "floor", max_epochs=1)
     assert "at least 100000 (the search ends early where it must)" in result.output
     assert "the search ends 0.5 min early: its share would leave the refit" in result.output
     assert "fewer than refit.min_epochs (100000)" in result.output
@@ -598,17 +605,7 @@ def test_a_first_trial_that_would_leave_the_refit_too_few_epochs_stops_after_one
 ):
     """The first trial's own epochs would eat the floor's time: it stops after its first
     (complete, as the recipe's one trial), and the refit trains that recipe."""
-    refit_clock(monkeypatch, seconds_left=8, tick=0.01)
-    path = sweep_file(
-        workdir,
-        "first",
-        budget={"trials": 3, "max_epochs": 3, "minutes": 1, "search_share": 0.5},
-        refit={"min_epochs": 100_000},
-        data={"limit": 120},
-        families={"mlp": {"units": {"choice": [8, 16]}, "early_stopping_patience": 0}},
-    )
-    result = CliRunner().invoke(main, ["sweep", str(path)])
-    assert result.exit_code == 0, result.output
+    result = floor_sweep(workdir, monkeypatch, "first", max_epochs=3)
     assert "the search ends after mlp #0's epoch 1: its 2 more" in result.output
     assert "the search ends 0." not in result.output  # not shortened twice
     children = children_of(parent_of("first").info.run_id)

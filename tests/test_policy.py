@@ -133,6 +133,22 @@ def test_a_trial_ends_the_search_now_only_where_its_epochs_would_eat_the_refits_
     assert not policy.ends_search_now(3, 100.0, 50.0, 1000.0, 2000.0)
 
 
+def test_no_room_to_search_where_one_trial_and_the_floors_refit_do_not_both_fit():
+    # 0.01 s an image: a trial epoch of 1,000 images and 300 validated is 11 s; a refit
+    # epoch of 2,000 is 20 s, its 100 test predictions 1/3 s and the margin fixed
+    speed = {"trial_images": 1000, "refit_images": 2000, "test_images": 100, "val_images": 300}
+    refit = 2 * 20 + 100 * 0.01 / 3 + policy.REFIT_MARGIN_SECONDS
+    trial = 3 * 11
+    assert policy.no_room_to_search(trial + refit + 0.2, 0.01, epochs=3, floor=2, **speed) is None
+    no_room = policy.no_room_to_search(trial + refit - 0.2, 0.01, epochs=3, floor=2, **speed)
+    assert no_room == pytest.approx((trial, refit))
+    # a flipped view of each test image: 1/3 s more of predictions, which no longer fit
+    flip = policy.no_room_to_search(
+        trial + refit + 0.2, 0.01, epochs=3, floor=2, tta="flip", **speed
+    )
+    assert flip == pytest.approx((trial, refit + 100 * 0.01 / 3))
+
+
 def test_a_refit_that_cannot_fit_an_epoch_of_all_images_takes_one_of_what_fits():
     # 0.01 s an image: an epoch of 60,000 is 600 s; 300 s are left, 43.3 s of them fixed
     plan = policy.refit_plan(

@@ -615,6 +615,36 @@ def test_a_first_trial_that_would_leave_the_refit_too_few_epochs_stops_after_one
     assert refit.data.tags["refit_of"] == trial.info.run_id
 
 
+def test_where_no_trial_fits_beside_the_refits_floor_only_the_recipe_is_timed(workdir, monkeypatch):
+    """A probe before the first trial shows that a trial and the floor's refit do not both fit:
+    no search; the recipe's one trial trains TIMING_EPOCHS on TIMING_IMAGES (a sample), and
+    the refit trains that recipe on all the images."""
+    from sweeper import policy
+
+    refit_clock(monkeypatch, seconds_left=8, tick=0.01)
+    monkeypatch.setattr(policy, "TIMING_IMAGES", 60)
+    path = sweep_file(
+        workdir,
+        "timed",
+        budget={"trials": 3, "max_epochs": 3, "minutes": 1, "search_share": 0.5},
+        refit={"min_epochs": 100_000},
+        data={"limit": 120},
+    )
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "no search: a cnn trial (3 epochs on 120 images" in result.output
+    assert "the refit's 100000 epochs (refit.min_epochs" in result.output
+    parent = parent_of("timed")
+    assert "do not both fit in 1 minutes" in parent.data.tags["no_search"]
+    children = children_of(parent.info.run_id)
+    [trial] = [c for c in children if c.data.tags["kind"] == "trial"]
+    [refit] = [c for c in children if c.data.tags["kind"] == "refit"]
+    assert trial.data.tags["baseline"] == "yes" and trial.data.tags["state"] == "complete"
+    assert trial.data.params["train_size"] == "60" and trial.data.metrics["epochs"] == 2
+    assert refit.data.tags["refit_of"] == trial.info.run_id
+    assert "on 60 images, so" in result.output  # the refit plans from the timed sample
+
+
 def test_limit_on_the_command_line_limits_the_refit_too(workdir):
     path = sweep_file(workdir, "smoke", budget={"trials": 1, "max_epochs": 1}, refit={"epochs": 1})
     result = CliRunner().invoke(main, ["sweep", str(path), "--limit", "60"])

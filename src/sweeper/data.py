@@ -185,6 +185,17 @@ class Dataset:
             y_val=self.y_val[:0],
         )
 
+    def sample(self, images: int, seed: int) -> Dataset:
+        """`images` of its training images, a seeded sample with every class in proportion
+        (`stratified`); the other splits as they are, and a refit's images still all."""
+        kept = stratified(self.y_train, images, np.random.default_rng(seed))
+        return replace(
+            self,
+            x_train=self.x_train[kept],
+            y_train=self.y_train[kept],
+            all_training_images=self.refit_images,
+        )
+
     @property
     def sizes(self) -> dict[str, int]:
         return {

@@ -25,6 +25,10 @@ TTA_VIEWS = {"none": 1, "flip": 2, "flip+translate": 6}
 # on CIFAR-10, 2 epochs on 30,000 images beat 1 on all 50,000 by 1.1 points (74.43% and
 # 73.36%, the ResNet recipe, 2026-12-02).
 EXTRA_EPOCH_FRACTION = 0.2
+# Where a probe shows that no trial fits beside the refit's floor, the search is the first
+# recipe timed on this many training images for this many epochs (the second, past the
+# graph's tracing, times the refit), as the bench's "recipe alone" arm is.
+TIMING_IMAGES, TIMING_EPOCHS = 2000, 2
 log = logging.getLogger(__name__)
 
 
@@ -319,6 +323,35 @@ def refit_seconds(
     """The time `refit_plan` counts for a refit of `epochs` epochs on `refit_images`."""
     per_image, fixed = _refit_costs(epoch_seconds, trial_images, test_images, tta, val_images)
     return fixed + epochs * per_image * refit_images
+
+
+def no_room_to_search(
+    seconds_left: float,
+    per_image: float,
+    *,
+    epochs: int,
+    floor: int,
+    trial_images: int,
+    refit_images: int,
+    test_images: int,
+    tta: str = "none",
+    val_images: int = 0,
+) -> tuple[float, float] | None:
+    """(a trial's seconds, the refit's) where a trial of `epochs` epochs and a refit of
+    `floor` epochs do not both fit in `seconds_left`, at `per_image` seconds a trained image
+    (a probe's, before any trial; a prediction costs `PREDICTION_SHARE` of one); None where
+    they do."""
+    epoch = per_image * (trial_images + PREDICTION_SHARE * val_images)
+    refit = refit_seconds(
+        floor,
+        [epoch],
+        trial_images=trial_images,
+        refit_images=refit_images,
+        test_images=test_images,
+        tta=tta,
+        val_images=val_images,
+    )
+    return None if epochs * epoch + refit <= seconds_left else (epochs * epoch, refit)
 
 
 def shortened_search(planned_end: float, ends_at: float, refit_seconds: float) -> float | None:

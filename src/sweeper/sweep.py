@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-import numpy as np
-
 from sweeper import (
     baselines,
     config,
@@ -32,6 +30,7 @@ from sweeper import (
     schema,
     space,
     tracking,
+    train,
 )
 from sweeper.config import SweepSpec
 from sweeper.engines.base import (
@@ -212,6 +211,7 @@ class SweepRun:
         self.best = BestTrial(spec, engine, self.tracked)
         self.started = time.perf_counter()
         self.refit_elsewhere = False  # another worker claimed the refit (and the parent's end)
+        self.timing_only = False  # the search is the first recipe's timing trial (`probe`)
 
     @property
     def experiment(self) -> str:
@@ -274,6 +274,58 @@ class SweepRun:
         )
         return kept[0]
 
+    def probe(self) -> None:
+        """Before a fresh study's first trial, where `refit.min_epochs` plans the refit in
+        `budget.minutes`: times a few training steps of the first recipe here (seconds).
+        Where one trial and the floor's refit do not both fit, no search: the recipe's trial
+        runs on `TIMING_IMAGES` for `TIMING_EPOCHS`, to time the refit, which gets the rest
+        (a search cannot earn time it does not have)."""
+        floor = self.spec.refit_min_epochs
+        if not (floor and self.spec.refit_from_minutes and self.first_points):
+            return
+        if self.engine.trials() or len(self.dataset.y_train) <= policy.TIMING_IMAGES:
+            return
+        assert self.ends_at is not None  # refit_from_minutes: budget.minutes
+        family, point = self.first_points[0]
+        params = {**_fixed(self.spec.families[family]), **point}
+        per_image = train.seconds_per_image(
+            family,
+            params,
+            self.dataset.input_shape,
+            self.dataset.n_classes,
+            precision=self.spec.precision,
+        )
+        speed = self._refit_speed()
+        no_room = policy.no_room_to_search(
+            self.ends_at - policy.now(),
+            per_image,
+            epochs=self.spec.max_epochs,
+            floor=floor,
+            tta=schema.resolve(family, params)["tta"],
+            **speed,
+        )
+        if no_room is None:
+            return
+        why = (
+            f"a {family} trial ({self.spec.max_epochs} epochs on {speed['trial_images']} "
+            f"images, ~{no_room[0] / 60:.1f} min) and the refit's {floor} epochs "
+            f"(refit.min_epochs, ~{no_room[1] / 60:.1f} min) do not both fit in "
+            f"{self.spec.minutes:g} minutes at {per_image * 1000:.1f} ms a training image here"
+        )
+        log.info(
+            "no search: %s; the %s recipe's trial times %d epochs on %d images, then the refit",
+            why,
+            family,
+            policy.TIMING_EPOCHS,
+            policy.TIMING_IMAGES,
+        )
+        self.tracked.later(
+            lambda: tracking.set_tags(self.tracked.run.run_id, {names.NO_SEARCH: why})
+        )
+        self.first_points = self.first_points[:1]
+        self.dataset = self.dataset.sample(policy.TIMING_IMAGES, self.spec.seed)
+        self.timing_only = True
+
     def run_trial(
         self,
         number: int,
@@ -294,6 +346,7 @@ class SweepRun:
             raise
         self.mark_front()  # the engine has recorded the trials before this one
         label = f"{family} #{number}"
+        epochs = policy.TIMING_EPOCHS if self.timing_only else epochs or spec.max_epochs
         if late := self.policy.too_late_for(family, params):
             log.info("trial %s (%s) not started: the study %s", label, _short(params), late)
             raise NotStarted(late)
@@ -325,14 +378,14 @@ class SweepRun:
                 self.dataset,
                 experiment=lambda: self.experiment,
                 run_name=label,
-                epochs=epochs or spec.max_epochs,
+                epochs=epochs,
                 seed=spec.seed + number,
                 tags=tags,
                 parent_run_id=lambda: self.parent.run_id,
                 should_prune=should_prune,
                 precision=spec.precision,
                 stop_when=lambda epoch, logs: self._stop_after_epoch(
-                    epoch, logs, label, time.perf_counter() - started, epochs or spec.max_epochs
+                    epoch, logs, label, time.perf_counter() - started, epochs
                 ),
                 on_start=on_start,
                 optimizer=spec.save_optimizer,
@@ -352,6 +405,9 @@ class SweepRun:
                 self.policy.record(failed=True, error=f"{label}: {type(error).__name__}: {error}")
             log.info("  %s failed: %s: %s", label, type(error).__name__, error)
             raise
+        finally:
+            if self.timing_only:  # its one trial ran: the rest is the refit's
+                self.policy.deadline = policy.now()
         self.policy.record(failed=False)
         if not result.pruned and not result.stopped_by:  # a whole trial's time
             self.policy.trial_took(family, time.perf_counter() - started, params)
@@ -407,7 +463,7 @@ class SweepRun:
         ):
             return why
         floor = self.spec.refit_min_epochs
-        if self._refit_planned or not floor or not self.spec.refit_from_minutes:
+        if self._refit_planned or self.timing_only or not floor or not self.spec.refit_from_minutes:
             return None
         assert self.ends_at is not None  # refit_from_minutes: budget.minutes
         epoch_seconds = seconds / (epoch + 1)  # its first epoch's tracing and building too
@@ -549,6 +605,8 @@ def run_sweep(
         if reason := sweep.stop_reason(sweep.engine.trials()):
             log.info("study %s already %s", spec.study, reason)
         else:
+            if not supervised:  # a supervisor's workers share its deadline
+                sweep.probe()
             sweep.engine.search(sweep)
         sweep.update_best(again=True)  # other workers may have written since
         sweep.mark_front()
@@ -740,11 +798,8 @@ def refit(
                 "search's winner stays the result"
             )
             return None
-        if plan.images < len(merged.y_train):  # a seeded sample: every class in proportion
-            kept = data.stratified(merged.y_train, plan.images, np.random.default_rng(spec.seed))
-            merged = dataclasses.replace(
-                merged, x_train=merged.x_train[kept], y_train=merged.y_train[kept]
-            )
+        if plan.images < len(merged.y_train):
+            merged = merged.sample(plan.images, spec.seed)
         epochs = plan.epochs
     log.info(
         "refit: %s (%s %.4f) on training + validation data, %d epochs",

@@ -29,6 +29,7 @@ DATASET_IDENTITY = "sweeper.dataset"  # on an experiment: its dataset (`data.ide
 BEST_RUN = "best_run"
 TARGET_REACHED_BY = "target_reached_by"
 REFIT_RUN = "refit_run"
+NO_SEARCH = "no_search"  # why the sweep ran only its recipe's timing trial
 FAMILY_KEPT = "family_kept"  # the one family sampled once the others cannot compete, and why
 
 KIND_SWEEP, KIND_TRIAL, KIND_BASELINE, KIND_REFIT = "sweep", "trial", "baseline", "refit"

@@ -288,12 +288,16 @@ class SweepRun:
         assert self.ends_at is not None  # refit_from_minutes: budget.minutes
         family, point = self.first_points[0]
         params = {**_fixed(self.spec.families[family]), **point}
+        resolved = schema.resolve(family, params)
         per_image = train.seconds_per_image(
             family,
             params,
             self.dataset.input_shape,
             self.dataset.n_classes,
             precision=self.spec.precision,
+            # its own batch: fashion_mnist's ResNet (bf16) took 2.7-3.0 ms an image at 16,
+            # 2.2-2.5 at 256, and ~2.1 in a trial's fit (2026-12-02)
+            batch=resolved["batch_size"],
         )
         speed = self._refit_speed()
         no_room = policy.no_room_to_search(
@@ -301,7 +305,7 @@ class SweepRun:
             per_image,
             epochs=self.spec.max_epochs,
             floor=floor,
-            tta=schema.resolve(family, params)["tta"],
+            tta=resolved["tta"],
             **speed,
         )
         if no_room is None:

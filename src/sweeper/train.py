@@ -403,16 +403,18 @@ def seconds_per_image(
     *,
     precision: str = "float32",
     steps: int = SPEED_STEPS,
+    batch: int | None = None,
 ) -> float:
     """Seconds one training image takes `family` with `params` on this process's threads:
-    the median of `steps` training steps on random images, after the step that traces the
-    graph. Before any trial ran, it is what a default sweep sizes its trials by."""
+    the median of `steps` training steps of `batch` random images (default: its batch
+    size, at most SPEED_BATCH), after the step that traces the graph. Before any trial ran,
+    it is what a default sweep sizes its trials by."""
     p = schema.resolve(family, params)
     keras.backend.clear_session(free_memory=True)
     keras.mixed_precision.set_global_policy(precision)
     model = families.get(family).build(p, input_shape, n_classes)
     model.compile(optimizer=make_optimizer(p, p["learning_rate"], steps + 1), loss=_loss(p))
-    batch = min(p["batch_size"], SPEED_BATCH)  # the time an image hardly depends on it
+    batch = batch or min(p["batch_size"], SPEED_BATCH)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch, *input_shape), dtype=np.uint8)
     y = _targets(p, rng.integers(0, n_classes, batch), n_classes)

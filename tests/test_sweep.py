@@ -633,6 +633,7 @@ def test_where_no_trial_fits_beside_the_refits_floor_only_the_recipe_is_timed(wo
     result = CliRunner().invoke(main, ["sweep", str(path)])
     assert result.exit_code == 0, result.output
     assert "no search: a cnn trial (3 epochs on 120 images" in result.output
+    assert "the cnn recipe trains 2 epochs on 60 images to time the refit" in result.output
     assert "the refit's 100000 epochs (refit.min_epochs" in result.output
     parent = parent_of("timed")
     assert "do not both fit in 1 minutes" in parent.data.tags["no_search"]

@@ -317,7 +317,8 @@ class SweepRun:
             f"{self.spec.minutes:g} minutes at {per_image * 1000:.1f} ms a training image here"
         )
         log.info(
-            "no search: %s; the %s recipe's trial times %d epochs on %d images, then the refit",
+            "no search: %s; the %s recipe trains %d epochs on %d images to time the refit, "
+            "which gets the rest",
             why,
             family,
             policy.TIMING_EPOCHS,

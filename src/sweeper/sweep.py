@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import itertools
 import logging
 import math
 import time
@@ -374,6 +375,12 @@ class SweepRun:
             names.STUDY: spec.study,
             names.BASELINE: "yes" if is_baseline else "no",
         }
+        epoch_ends: list[float] = []  # seconds into the trial, building included
+
+        def stop_when(epoch: int, logs: dict) -> str | None:
+            epoch_ends.append(time.perf_counter() - started)
+            return self._stop_after_epoch(epoch, logs, label, epoch_ends[-1], epochs)
+
         try:
             result, run = runner.tracked_trial(
                 family,
@@ -389,9 +396,7 @@ class SweepRun:
                 parent_run_id=lambda: self.parent.run_id,
                 should_prune=should_prune,
                 precision=spec.precision,
-                stop_when=lambda epoch, logs: self._stop_after_epoch(
-                    epoch, logs, label, time.perf_counter() - started, epochs
-                ),
+                stop_when=stop_when,
                 on_start=on_start,
                 optimizer=spec.save_optimizer,
                 background=True,  # its artifacts are written while the next trial trains
@@ -417,7 +422,8 @@ class SweepRun:
         if not result.pruned and not result.stopped_by:  # a whole trial's time
             self.policy.trial_took(family, time.perf_counter() - started, params)
         value = result.score(spec.metric)  # the saved model's, at its epoch
-        self._record(number, label, run, value, result)
+        epoch_seconds = [b - a for a, b in itertools.pairwise([0.0, *epoch_ends])]
+        self._record(number, label, run, value, result, epoch_seconds or [result.train_seconds])
         if spec.constraints and not result.pruned:
             feasible = all(e <= 0 for e in policy.excess(result.costs, spec.constraints))
             self.tracked.later(
@@ -425,7 +431,7 @@ class SweepRun:
             )
         return Outcome(value, result.pruned, result.costs)
 
-    def _record(self, number, label, run, value, result):
+    def _record(self, number, label, run, value, result, epoch_seconds):
         state = names.PRUNED if result.pruned else names.COMPLETE
         latest = PastTrial(number, PRUNED if result.pruned else COMPLETE, value)
         best = self.update_best([latest])
@@ -442,7 +448,7 @@ class SweepRun:
             elapsed / 60,
         )
         if not result.pruned and not self._refit_planned:
-            self._plan_refit(label, result)
+            self._plan_refit(label, epoch_seconds)
         if not result.pruned and self.spec.reached(value):
             self.tracked.later(
                 lambda: self.parent.log_target_reached(elapsed, number, f"{label} ({run.run_id})")
@@ -505,7 +511,7 @@ class SweepRun:
             return ""
         return f" +-{metrics.standard_error(value, len(self.dataset.y_val)):.4f}"
 
-    def _plan_refit(self, label: str, result) -> None:
+    def _plan_refit(self, label: str, epoch_seconds: list[float]) -> None:
         """States, once, the refit that `budget.minutes` leaves room for, as measured on the
         first complete trial (the refit's own line gives the winner's figures); where that
         is fewer than `refit.min_epochs`, the search ends early enough to leave them."""
@@ -514,7 +520,6 @@ class SweepRun:
             return
         search_ends = self.policy.deadline or policy.now()
         speed = self._refit_speed()
-        epoch_seconds = [result.train_seconds / max(1, result.epochs)] * max(1, result.epochs)
         plan = policy.refit_plan(self.ends_at - search_ends, epoch_seconds, **speed)
         floor = self.spec.refit_min_epochs
         if floor and plan.epochs < floor:

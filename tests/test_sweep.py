@@ -637,6 +637,7 @@ def test_where_no_trial_fits_beside_the_refits_floor_only_the_recipe_is_timed(wo
     assert "the refit's 100000 epochs (refit.min_epochs" in result.output
     parent = parent_of("timed")
     assert "do not both fit in 1 minutes" in parent.data.tags["no_search"]
+    assert "**No search**: a cnn trial" in parent.data.tags["mlflow.note.content"]
     children = children_of(parent.info.run_id)
     [trial] = [c for c in children if c.data.tags["kind"] == "trial"]
     [refit] = [c for c in children if c.data.tags["kind"] == "refit"]

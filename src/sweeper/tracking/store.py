@@ -346,6 +346,8 @@ class ParentRun:
                 + f", `{refit}`: refitted on all training data"
                 + (f" ({why})." if (why := tags.get(names.REFIT_CHOICE)) else ".")
             )
+        if no_search := tags.get(names.NO_SEARCH):
+            lines.append(f"**No search**: {no_search}; the recipe was trained alone.")
         if best := tags.get(names.BEST_RUN):
             value = metrics.get(names.best(metric))
             winner = self.client.get_run(best.rsplit("(", 1)[-1].rstrip(")"))

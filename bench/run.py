@@ -844,13 +844,13 @@ def fidelity(
     LONG_EPOCHS; default the file's `max_epochs`). The configurations: each family's recipe,
     then points drawn by Optuna's RandomSampler (SEED) as the engine draws them, the family
     first. Every training is kept in bench/results/fidelity/D.json as it ends, by
-    configuration and fidelity, and a later call trains only what is missing: calls with
+    configuration (every value, defaults too) and fidelity, and a later call trains only what is missing: calls with
     other short fidelities reuse the long runs, so fidelities compare on the same
     configurations."""
     import optuna
     from scipy.stats import spearmanr
 
-    from sweeper import config, data, devices, policy, space, train
+    from sweeper import config, data, devices, policy, schema, space, train
     from sweeper.engines.optuna_engine import suggest
 
     spec = config.load(ROOT / "sweeps" / f"{dataset}.yaml")
@@ -890,11 +890,13 @@ def fidelity(
             "seconds": round(result.train_seconds, 1),
         }
 
+    def key(family, params):  # every value, defaults too: a changed default trains anew
+        return json.dumps([family, schema.resolve(family, params)], sort_keys=True)
+
     load = functools.partial(data.load, dataset, data_dir=data_dir, seed=spec.seed)
     for family, params in points:
-        key = json.dumps([family, params], sort_keys=True)
         record = records.setdefault(
-            key, {"family": family, "params": params, "short": {}, "long": {}}
+            key(family, params), {"family": family, "params": params, "short": {}, "long": {}}
         )
         if short_key not in record["short"]:
             record["short"][short_key] = trained(
@@ -912,7 +914,7 @@ def fidelity(
             flush=True,
         )
 
-    chosen = [records[json.dumps([f, p], sort_keys=True)] for f, p in points]
+    chosen = [records[key(f, p)] for f, p in points]
     # A diverged training (NaN) ranks last.
     short = np.nan_to_num([r["short"][short_key]["score"] for r in chosen], nan=0.0)
     long = np.nan_to_num([r["long"][long_key]["score"] for r in chosen], nan=0.0)

@@ -219,6 +219,16 @@ TRAINING = _params(
     ),
 )
 
+# Keras' 0.99 lags in short schedules: a cnn_bn trial of 3 epochs on 18,000 fashion_mnist
+# images validated at 13% with it and at 86% with 0.9, from the same training (2026-12-02).
+BN_MOMENTUM = Param(
+    "bn_momentum",
+    float,
+    0.9,
+    "BatchNorm momentum; Keras' 0.99 lags in short schedules",
+    low=0.0,
+    high=0.999,
+)
 FAMILIES: dict[str, tuple[str, dict[str, Param]]] = {
     "mlp": (
         "Dense layers on flattened pixels (baseline B1)",
@@ -266,6 +276,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Param]]] = {
             ),
             _fraction("zoom", 0.1, "random zoom, as a fraction of the size"),
             Param("contrast", float, 0.1, "random contrast factor", low=0.0, high=1.0),
+            BN_MOMENTUM,
         ),
     ),
     "resnet": (
@@ -321,14 +332,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Param]]] = {
                 "conv-BN-ReLU: alternate (1st, 3rd, ...), all or none",
                 choices=("alternate", "all", "none"),
             ),
-            Param(
-                "bn_momentum",
-                float,
-                0.9,
-                "BatchNorm momentum; Keras' 0.99 lags in short schedules",
-                low=0.0,
-                high=0.999,
-            ),
+            BN_MOMENTUM,
             Param(
                 "logit_scale",
                 float,

@@ -23,7 +23,7 @@ def build(p: dict, input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
             use_bias=False,
             name=f"conv{block + 1}",
         )(x)
-        x = layers.BatchNormalization(name=f"bn{block + 1}")(x)
+        x = layers.BatchNormalization(momentum=p["bn_momentum"], name=f"bn{block + 1}")(x)
         x = layers.ReLU(name=f"relu{block + 1}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{block + 1}")(x)
     x = layers.Flatten(name="flatten")(x)

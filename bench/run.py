@@ -844,9 +844,9 @@ def fidelity(
     LONG_EPOCHS; default the file's `max_epochs`). The configurations: each family's recipe,
     then points drawn by Optuna's RandomSampler (SEED) as the engine draws them, the family
     first. Every training is kept in bench/results/fidelity/D.json as it ends, by
-    configuration (every value, defaults too) and fidelity, and a later call trains only what is missing: calls with
-    other short fidelities reuse the long runs, so fidelities compare on the same
-    configurations."""
+    configuration (every value, defaults too) and fidelity, and a later call trains only
+    what is missing: calls with other short fidelities reuse the long runs, so fidelities
+    compare on the same configurations."""
     import optuna
     from scipy.stats import spearmanr
 

@@ -647,6 +647,36 @@ def test_where_no_trial_fits_beside_the_refits_floor_only_the_recipe_is_timed(wo
     assert "on 60 images, so" in result.output  # the refit plans from the timed sample
 
 
+def test_where_a_trial_fits_beside_the_refits_floor_the_probe_lets_the_search_run(
+    workdir, monkeypatch
+):
+    from sweeper import policy, train
+
+    refit_clock(monkeypatch, seconds_left=8, tick=0.01)
+    monkeypatch.setattr(policy, "TIMING_IMAGES", 60)
+    probed = []
+    real_probe = train.seconds_per_image
+
+    def probe(*args, **kwargs):
+        probed.append(real_probe(*args, **kwargs))
+        return probed[-1]
+
+    monkeypatch.setattr(train, "seconds_per_image", probe)
+    path = sweep_file(
+        workdir,
+        "room",
+        budget={"trials": 2, "max_epochs": 1, "minutes": 1, "search_share": 0.5},
+        refit={"min_epochs": 1},
+        data={"limit": 120},
+    )
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    assert len(probed) == 1 and "no search" not in result.output
+    children = children_of(parent_of("room").info.run_id)
+    trials = [c for c in children if c.data.tags["kind"] == "trial"]
+    assert len(trials) == 2 and {t.data.params["train_size"] for t in trials} == {"120"}
+
+
 def test_limit_on_the_command_line_limits_the_refit_too(workdir):
     path = sweep_file(workdir, "smoke", budget={"trials": 1, "max_epochs": 1}, refit={"epochs": 1})
     result = CliRunner().invoke(main, ["sweep", str(path), "--limit", "60"])

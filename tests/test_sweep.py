@@ -615,23 +615,40 @@ def test_a_first_trial_that_would_leave_the_refit_too_few_epochs_stops_after_one
     assert refit.data.tags["refit_of"] == trial.info.run_id
 
 
+def probed_sweep(workdir, monkeypatch, study, *, budget, refit):
+    """A 1-minute sweep of the tiny file (its cnn recipe first) on `refit_clock`, whose
+    trials' 120 images are more than TIMING_IMAGES (60 here), so the probe runs; its CLI
+    result and the speeds the probe measured."""
+    from sweeper import policy, train
+
+    refit_clock(monkeypatch, seconds_left=8, tick=0.01)
+    monkeypatch.setattr(policy, "TIMING_IMAGES", 60)
+    probed = []
+    real_probe = train.seconds_per_image
+
+    def probe(*args, **kwargs):
+        probed.append(real_probe(*args, **kwargs))
+        return probed[-1]
+
+    monkeypatch.setattr(train, "seconds_per_image", probe)
+    path = sweep_file(workdir, study, budget=budget, refit=refit, data={"limit": 120})
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    return result, probed
+
+
 def test_where_no_trial_fits_beside_the_refits_floor_only_the_recipe_is_timed(workdir, monkeypatch):
     """A probe before the first trial shows that a trial and the floor's refit do not both fit:
     no search; the recipe's one trial trains TIMING_EPOCHS on TIMING_IMAGES (a sample), and
     the refit trains that recipe on all the images."""
-    from sweeper import policy
-
-    refit_clock(monkeypatch, seconds_left=8, tick=0.01)
-    monkeypatch.setattr(policy, "TIMING_IMAGES", 60)
-    path = sweep_file(
+    result, probed = probed_sweep(
         workdir,
+        monkeypatch,
         "timed",
         budget={"trials": 3, "max_epochs": 3, "minutes": 1, "search_share": 0.5},
         refit={"min_epochs": 100_000},
-        data={"limit": 120},
     )
-    result = CliRunner().invoke(main, ["sweep", str(path)])
-    assert result.exit_code == 0, result.output
+    assert len(probed) == 1
     assert "no search: a cnn trial (3 epochs on 120 images" in result.output
     assert "the cnn recipe trains 2 epochs on 60 images to time the refit" in result.output
     assert "the refit's 100000 epochs (refit.min_epochs" in result.output
@@ -650,27 +667,13 @@ def test_where_no_trial_fits_beside_the_refits_floor_only_the_recipe_is_timed(wo
 def test_where_a_trial_fits_beside_the_refits_floor_the_probe_lets_the_search_run(
     workdir, monkeypatch
 ):
-    from sweeper import policy, train
-
-    refit_clock(monkeypatch, seconds_left=8, tick=0.01)
-    monkeypatch.setattr(policy, "TIMING_IMAGES", 60)
-    probed = []
-    real_probe = train.seconds_per_image
-
-    def probe(*args, **kwargs):
-        probed.append(real_probe(*args, **kwargs))
-        return probed[-1]
-
-    monkeypatch.setattr(train, "seconds_per_image", probe)
-    path = sweep_file(
+    result, probed = probed_sweep(
         workdir,
+        monkeypatch,
         "room",
         budget={"trials": 2, "max_epochs": 1, "minutes": 1, "search_share": 0.5},
         refit={"min_epochs": 1},
-        data={"limit": 120},
     )
-    result = CliRunner().invoke(main, ["sweep", str(path)])
-    assert result.exit_code == 0, result.output
     assert len(probed) == 1 and "no search" not in result.output
     children = children_of(parent_of("room").info.run_id)
     trials = [c for c in children if c.data.tags["kind"] == "trial"]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import yaml
 
 from sweeper import data
-from sweeper.policy import PREDICTION_SHARE
+from sweeper.policy import trial_epoch_seconds
 
 MINUTES = 30  # the whole sweep, search and refit, unless --minutes says otherwise
 SEARCH_SHARE = 0.5  # of the minutes; the refit has the rest
@@ -74,7 +74,7 @@ def default_sweep(
     if time_an_image:  # the recipe's searched values do not change its speed
         fixed = {name: value for name, value in resnet.items() if not isinstance(value, dict)}
         per_image = time_an_image(fixed, (side, side, 3), survey.classes)
-        epoch_seconds = per_image * (trial_images + PREDICTION_SHARE * validation)
+        epoch_seconds = trial_epoch_seconds(per_image, trial_images, validation)
         search_seconds = minutes * 60 * SEARCH_SHARE
         epochs = max(1, min(epochs, int(search_seconds / SEARCH_TRIALS // epoch_seconds)))
         trials = search_seconds / (epochs * epoch_seconds)

@@ -325,6 +325,12 @@ def refit_seconds(
     return fixed + epochs * per_image * refit_images
 
 
+def trial_epoch_seconds(per_image: float, trial_images: int, val_images: int) -> float:
+    """A trial epoch's seconds at `per_image` seconds a trained image: its training images,
+    and its validation predictions at `PREDICTION_SHARE` of one each."""
+    return per_image * (trial_images + PREDICTION_SHARE * val_images)
+
+
 def no_room_to_search(
     seconds_left: float,
     per_image: float,
@@ -339,9 +345,8 @@ def no_room_to_search(
 ) -> tuple[float, float] | None:
     """(a trial's seconds, the refit's) where a trial of `epochs` epochs and a refit of
     `floor` epochs do not both fit in `seconds_left`, at `per_image` seconds a trained image
-    (a probe's, before any trial; a prediction costs `PREDICTION_SHARE` of one); None where
-    they do."""
-    epoch = per_image * (trial_images + PREDICTION_SHARE * val_images)
+    (a probe's, before any trial); None where they do."""
+    epoch = trial_epoch_seconds(per_image, trial_images, val_images)
     refit = refit_seconds(
         floor,
         [epoch],

@@ -423,7 +423,7 @@ class SweepRun:
             self.policy.trial_took(family, time.perf_counter() - started, params)
         value = result.score(spec.metric)  # the saved model's, at its epoch
         epoch_seconds = [b - a for a, b in itertools.pairwise([0.0, *epoch_ends])]
-        self._record(number, label, run, value, result, epoch_seconds or [result.train_seconds])
+        self._record(number, label, run, value, result, epoch_seconds)
         if spec.constraints and not result.pruned:
             feasible = all(e <= 0 for e in policy.excess(result.costs, spec.constraints))
             self.tracked.later(

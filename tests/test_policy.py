@@ -94,6 +94,25 @@ def test_refit_plan_fits_whole_epochs_from_the_measured_speed():
     assert too_short.epochs == 0  # 0.03 s an image: ~660 images fit, fewer than the trial's
 
 
+def test_refit_plan_reads_the_measured_validation_seconds_not_a_guess():
+    # 2,000 images trained and 7,500 predicted in 4.8 s, 0.7 of them predicting (bf16 on
+    # AMX): a third of a training step guessed for each prediction halved the time an image
+    measured = {"trial_images": 2000, "refit_images": 60000, "test_images": 10000}
+    epochs, validating = [10.0, 4.8, 4.8], [1.5, 0.7, 0.7]
+    plan = policy.refit_plan(1800, epochs, val_images=7500, val_seconds=validating, **measured)
+    assert plan.seconds_per_epoch / plan.images == pytest.approx(4.1 / 2000)
+    fixed = 5.2 + 0.7 / 7500 * 10000 + policy.REFIT_MARGIN_SECONDS  # tracing, test, margin
+    assert plan.epochs == 15  # 14.4 epochs of all fit: 15 on a sample
+    assert plan.seconds == pytest.approx(fixed + 15 * plan.seconds_per_epoch, abs=0.2)
+    assert plan.seconds <= 1800
+    # as planned before (2026-12-02): 28 epochs, which took 84-141 s each, not 64
+    guessed = policy.refit_plan(1800, epochs, val_images=7500, **measured)
+    assert guessed.seconds_per_epoch / guessed.images == pytest.approx(4.8 / 4500)
+    assert guessed.epochs == 28
+    with_val = {"val_images": 7500, "val_seconds": validating, **measured}
+    assert policy.refit_seconds(15, epochs, **with_val) > 1800 >= plan.seconds
+
+
 def test_refit_seconds_is_what_the_plan_counts_for_those_epochs():
     plan = plan_of()
     measured = {"trial_images": 1000, "refit_images": 5000, "test_images": 1000}

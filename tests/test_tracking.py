@@ -31,9 +31,22 @@ def test_a_trial_run_holds_params_curves_model_and_plots(workdir, data_dir):
         ("dataset", "mnist"),
         ("state", "complete"),
     } <= set(logged.data.tags.items())
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"):
+    for key in (
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "learning_rate",
+        "epoch_seconds",
+        "val_seconds",
+    ):
         steps = [m.step for m in client.get_metric_history(run.run_id, key)]
         assert steps == [1, 2, 3], key
+    epochs, validating = (
+        [m.value for m in client.get_metric_history(run.run_id, key)]
+        for key in ("epoch_seconds", "val_seconds")
+    )
+    assert all(0 < v < e for e, v in zip(epochs, validating, strict=True))
     metrics = logged.data.metrics
     assert metrics["test_accuracy"] == pytest.approx(result.test["test_accuracy"])
     for key in (

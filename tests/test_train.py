@@ -62,6 +62,14 @@ def test_pruning_hook_stops_after_the_epoch_it_says(mnist):
     assert result.pruned and result.epochs == 2
 
 
+def test_each_epochs_validation_is_timed_apart_from_its_training(mnist):
+    result = train.train("mlp", {"units": 8}, mnist, epochs=3, seed=0)
+    assert len(result.val_seconds) == 3
+    assert all(0 < v < result.train_seconds / 3 for v in result.val_seconds)
+    refit = train.train("mlp", {"units": 8}, mnist.merged(), epochs=2, seed=0)
+    assert refit.val_seconds == []  # no validation
+
+
 def test_same_seed_same_result(mnist):
     runs = [
         train.train(

@@ -285,17 +285,21 @@ def refit_plan(
     test_images: int,
     tta: str = "none",
     val_images: int = 0,
+    val_seconds: Sequence[float] = (),
 ) -> RefitPlan:
     """The most epochs whose complete schedule fits `seconds_left`, from a trial's measured
     `epoch_seconds` on `trial_images`: its later epochs give the time an image (its first
     also traced the graphs: that extra is paid once), less the trial's `val_images`
-    predictions (forward passes, about a third of a training step each), scaled to
-    `refit_images`, which have no validation; the test predictions (once per TTA view) and
+    predictions (their measured `val_seconds` of each epoch; without them, a third of a
+    training step each), scaled to `refit_images`, which have no validation; the test
+    predictions (once per TTA view, at the validation's speed) and
     a margin for loading, saving and logging come off first. Where the time left over
     would be `EXTRA_EPOCH_FRACTION` of an epoch or more (or no epoch of all the images
     fits), one epoch more on a seeded sample that fills the time (a complete schedule), if
     that sample is more than the trial trained on; else no refit."""
-    per_image, fixed = _refit_costs(epoch_seconds, trial_images, test_images, tta, val_images)
+    per_image, fixed = _refit_costs(
+        epoch_seconds, trial_images, test_images, tta, val_images, val_seconds
+    )
     per_epoch = per_image * refit_images
     # epochs of all the images that fit (the epsilon: `refit_seconds` of N epochs plans N)
     fit = max(0.0, seconds_left - fixed) / per_epoch + 1e-9
@@ -319,9 +323,12 @@ def refit_seconds(
     test_images: int,
     tta: str = "none",
     val_images: int = 0,
+    val_seconds: Sequence[float] = (),
 ) -> float:
     """The time `refit_plan` counts for a refit of `epochs` epochs on `refit_images`."""
-    per_image, fixed = _refit_costs(epoch_seconds, trial_images, test_images, tta, val_images)
+    per_image, fixed = _refit_costs(
+        epoch_seconds, trial_images, test_images, tta, val_images, val_seconds
+    )
     return fixed + epochs * per_image * refit_images
 
 
@@ -383,16 +390,27 @@ def ends_search_now(
     return epochs_left > 0 and t + epochs_left * epoch_seconds + refit_seconds > ends_at
 
 
-def _refit_costs(epoch_seconds, trial_images, test_images, tta, val_images):
+def _refit_costs(epoch_seconds, trial_images, test_images, tta, val_images, val_seconds):
     """(seconds a trained image, seconds a refit spends besides its epochs), from a
-    trial's `epoch_seconds` (`refit_plan` says how)."""
+    trial's `epoch_seconds` and `val_seconds` (`refit_plan` says how)."""
     first = epoch_seconds[0]
     later = statistics.median(epoch_seconds[1:]) if len(epoch_seconds) > 1 else first
-    # a trial of 2,000 images validated on 7,500 spends most of its epoch predicting
-    per_image = later / (trial_images + PREDICTION_SHARE * val_images)
+    measured = val_images and len(val_seconds) == len(epoch_seconds)
+    if measured:
+        # a trial of 2,000 images validated on 7,500 spends much of its epoch predicting,
+        # and the split is the machine's: 4.8 s epochs planned refit epochs at 63 s with a
+        # guessed third, which took 84-141 s (fashion_mnist, bf16 AMX, 2026-12-02)
+        training = [e - v for e, v in zip(epoch_seconds, val_seconds, strict=True)]
+        trained = statistics.median(training[1:]) if len(training) > 1 else training[0]
+        predicting = statistics.median(val_seconds[1:]) if len(val_seconds) > 1 else val_seconds[0]
+        per_image = max(trained, 1e-3 * later) / trial_images
+        per_prediction = predicting / val_images
+    else:
+        per_image = later / (trial_images + PREDICTION_SHARE * val_images)
+        per_prediction = per_image * PREDICTION_SHARE
     fixed = (
         max(0.0, first - later)
-        + per_image * PREDICTION_SHARE * test_images * TTA_VIEWS[tta]
+        + per_prediction * test_images * TTA_VIEWS[tta]
         + REFIT_MARGIN_SECONDS
     )
     return per_image, fixed

@@ -448,7 +448,7 @@ class SweepRun:
             elapsed / 60,
         )
         if not result.pruned and not self._refit_planned:
-            self._plan_refit(label, epoch_seconds)
+            self._plan_refit(label, epoch_seconds, result.val_seconds)
         if not result.pruned and self.spec.reached(value):
             self.tracked.later(
                 lambda: self.parent.log_target_reached(elapsed, number, f"{label} ({run.run_id})")
@@ -511,7 +511,7 @@ class SweepRun:
             return ""
         return f" +-{metrics.standard_error(value, len(self.dataset.y_val)):.4f}"
 
-    def _plan_refit(self, label: str, epoch_seconds: list[float]) -> None:
+    def _plan_refit(self, label: str, epoch_seconds: list[float], val_seconds: list[float]) -> None:
         """States, once, the refit that `budget.minutes` leaves room for, as measured on the
         first complete trial (the refit's own line gives the winner's figures); where that
         is fewer than `refit.min_epochs`, the search ends early enough to leave them."""
@@ -519,7 +519,7 @@ class SweepRun:
         if self.ends_at is None or not self.spec.refit_from_minutes:
             return
         search_ends = self.policy.deadline or policy.now()
-        speed = self._refit_speed()
+        speed = {**self._refit_speed(), "val_seconds": val_seconds}
         plan = policy.refit_plan(self.ends_at - search_ends, epoch_seconds, **speed)
         floor = self.spec.refit_min_epochs
         if floor and plan.epochs < floor:
@@ -780,6 +780,7 @@ def refit(
         assert ends_at is not None and trial_images  # refit_from_minutes
         seconds_left = ends_at - policy.now()
         measured = [v for _, v in tracking.metric_history(trial.info.run_id, names.EPOCH_SECONDS)]
+        validating = [v for _, v in tracking.metric_history(trial.info.run_id, names.VAL_SECONDS)]
         plan = policy.refit_plan(
             seconds_left,
             measured,
@@ -788,6 +789,7 @@ def refit(
             test_images=len(merged.y_test),
             tta=schema.resolve(family, params)["tta"],
             val_images=len(dataset.y_val),  # the trial's, held out as the refit's was
+            val_seconds=validating,
         )
         log.info(
             "refit: %.1f min left of %g; %s measured %.0f s an epoch on %d images, so %d "

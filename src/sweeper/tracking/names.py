@@ -55,6 +55,7 @@ TRAIN_SECONDS = "train_seconds"
 IMAGES_PER_SECOND = "images_per_second"
 EPOCHS = "epochs"
 EPOCH_SECONDS = "epoch_seconds"
+VAL_SECONDS = "val_seconds"  # of an epoch's seconds, those its validation took
 LEARNING_RATE = "learning_rate"
 
 

@@ -95,8 +95,9 @@ def test_refit_plan_fits_whole_epochs_from_the_measured_speed():
 
 
 def test_refit_plan_reads_the_measured_validation_seconds_not_a_guess():
-    # 2,000 images trained and 7,500 predicted in 4.8 s, 0.7 of them predicting (bf16 on
-    # AMX): a third of a training step guessed for each prediction halved the time an image
+    # 2,000 images trained and 7,500 predicted in 4.8 s, 0.7 of them predicting (a split
+    # for the example): a third of a training step guessed for each prediction halves the
+    # time an image
     measured = {"trial_images": 2000, "refit_images": 60000, "test_images": 10000}
     epochs, validating = [10.0, 4.8, 4.8], [1.5, 0.7, 0.7]
     plan = policy.refit_plan(1800, epochs, val_images=7500, val_seconds=validating, **measured)

@@ -399,7 +399,8 @@ def _refit_costs(epoch_seconds, trial_images, test_images, tta, val_images, val_
     if measured:
         # a trial of 2,000 images validated on 7,500 spends much of its epoch predicting,
         # and the split is the machine's: 4.8 s epochs planned refit epochs at 63 s with a
-        # guessed third, which took 84-141 s (fashion_mnist, bf16 AMX, 2026-12-02)
+        # guessed third, which took 84-141 s (fashion_mnist, bf16 AMX, 2026-12-02; its
+        # 7,500 predictions took 2.1 s in a rerun)
         training = [e - v for e, v in zip(epoch_seconds, val_seconds, strict=True)]
         trained = statistics.median(training[1:]) if len(training) > 1 else training[0]
         predicting = statistics.median(val_seconds[1:]) if len(val_seconds) > 1 else val_seconds[0]

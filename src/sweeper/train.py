@@ -101,15 +101,15 @@ class ValidationClock(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.seconds: list[float] = []
-        self._started: float | None = None
+        self._validating: float | None = None  # when this epoch's validation began
 
     def on_test_begin(self, logs: dict | None = None) -> None:
-        self._started = time.perf_counter()
+        self._validating = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self._started is not None:
-            self.seconds.append(time.perf_counter() - self._started)
-        self._started = None
+        if self._validating is not None:
+            self.seconds.append(time.perf_counter() - self._validating)
+        self._validating = None
 
 
 class Pruned(keras.callbacks.Callback):

@@ -9,37 +9,35 @@ import keras
 
 from sweeper.tracking import names
 from sweeper.tracking.recorder import TrialRecorder
+from sweeper.train import ValidationClock
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Hands each epoch's metrics, learning rate and duration to the recorder in one write
-    (not per batch). Opens the run when training begins, and stops training at an epoch's
-    end once the run is known not to have opened (a store that cannot be written)."""
+class EpochLogger(ValidationClock):
+    """Hands each epoch's metrics, learning rate, duration and validation seconds (its
+    `ValidationClock`) to the recorder in one write (not per batch). Opens the run when
+    training begins, and stops training at an epoch's end once the run is known not to
+    have opened (a store that cannot be written)."""
 
     def __init__(self, recorder: TrialRecorder):
         super().__init__()
         self.recorder = recorder
         self._started = 0.0
-        self._validating: float | None = None  # when this epoch's validation began
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.recorder.start()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._started = time.perf_counter()
-        self._validating = None
-
-    def on_test_begin(self, logs: dict | None = None) -> None:
-        self._validating = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         values = {k: float(v) for k, v in (logs or {}).items() if k != names.LEARNING_RATE}
         values[names.LEARNING_RATE] = float(
             keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         )
-        ended = time.perf_counter()
-        values[names.EPOCH_SECONDS] = ended - self._started
-        if self._validating is not None:  # the refit's plan reads it (`policy.refit_plan`)
-            values[names.VAL_SECONDS] = ended - self._validating
+        values[names.EPOCH_SECONDS] = time.perf_counter() - self._started
+        validated = len(self.seconds)
+        super().on_epoch_end(epoch, logs)
+        if len(self.seconds) > validated:  # the refit's plan reads it (`policy.refit_plan`)
+            values[names.VAL_SECONDS] = self.seconds[-1]
         self.recorder.log_epoch(values, epoch + 1)
         self.recorder.opened()  # raises why the run could not open

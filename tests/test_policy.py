@@ -114,6 +114,23 @@ def test_refit_plan_reads_the_measured_validation_seconds_not_a_guess():
     assert policy.refit_seconds(15, epochs, **with_val) > 1800 >= plan.seconds
 
 
+def test_the_plan_keeps_apart_what_a_refit_pays_after_its_last_epoch():
+    plan = policy.refit_plan(
+        600, [30.0, 10.0, 10.0], trial_images=1000, refit_images=5000, test_images=1000, tta="flip"
+    )
+    # two views of 1,000 test images at a third of a trained image's 10 ms, and the margin
+    assert plan.closing_seconds == pytest.approx(2 * 1000 * 0.01 / 3 + policy.REFIT_MARGIN_SECONDS)
+
+
+def test_a_running_refit_replans_from_the_mean_of_its_own_epochs_after_the_first():
+    # traced in 30 s, then 90 and 140 s (the two speeds seen here): 115 s an epoch; 560 s
+    # left after the test predictions: 4 more
+    assert policy.refit_epochs_in_time(600, [30.0, 90.0, 140.0], 40.0) == 3 + 4
+    assert policy.refit_epochs_in_time(150, [30.0, 90.0, 140.0], 40.0) == 3  # none more
+    assert policy.refit_epochs_in_time(10, [30.0, 90.0, 140.0], 40.0) == 3  # late: none
+    assert policy.refit_epochs_in_time(130, [60.0], 0.0) == 1 + 2  # one epoch: its own
+
+
 def test_refit_seconds_is_what_the_plan_counts_for_those_epochs():
     plan = plan_of()
     measured = {"trial_images": 1000, "refit_images": 5000, "test_images": 1000}

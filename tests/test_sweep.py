@@ -567,8 +567,42 @@ def test_minutes_budget_refits_for_the_epochs_that_fit_what_is_left(workdir, mon
     ]
     assert args[1] == measured and kwargs["trial_images"] == 120 and kwargs["refit_images"] == 200
     assert made.epochs >= 1 and made.seconds <= 8
-    assert refit.data.metrics["epochs"] == made.epochs
+    # planned so; it ran fewer only where its own epochs were slower than the trial's
+    assert refit.data.params["max_epochs"] == str(made.epochs)
+    assert 1 <= refit.data.metrics["epochs"] <= made.epochs
     assert f"so {made.epochs} epochs on {made.images} of 200" in result.output
+
+
+def test_a_refit_slower_than_planned_replans_from_its_own_epochs(workdir, monkeypatch):
+    """The refit asks after each epoch how many fit what is left at its own speed; told 2,
+    it ends after 2 with its schedule shortened, tagged stopped by the timeout."""
+    from sweeper import policy
+
+    refit_clock(monkeypatch, seconds_left=8)
+    asked = []
+
+    def in_time(seconds_left, epoch_seconds, closing_seconds):
+        asked.append((seconds_left, list(epoch_seconds), closing_seconds))
+        return 2
+
+    monkeypatch.setattr(policy, "refit_epochs_in_time", in_time)
+    path = sweep_file(
+        workdir,
+        "replans",
+        budget={"trials": 1, "max_epochs": 2, "minutes": 1},
+        data={"limit": 120},
+        families={"mlp": {"units": 8, "lr_schedule": "cosine"}},
+    )
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    [refit] = [
+        c for c in children_of(parent_of("replans").info.run_id) if c.data.tags["kind"] == "refit"
+    ]
+    assert refit.data.metrics["epochs"] == 2 and refit.data.tags["stopped_by"] == "timeout"
+    planned = int(refit.data.params["max_epochs"])
+    assert planned > 2 and f"2 of the {planned} planned" in result.output
+    assert [len(seconds) for _, seconds, _ in asked] == [1, 2]
+    assert asked[0][0] == 8 and asked[0][2] > 0  # the clock stood; the test predictions
 
 
 def floor_sweep(workdir, monkeypatch, study, *, max_epochs):

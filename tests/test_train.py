@@ -1,5 +1,6 @@
 import math
 
+import keras
 import numpy as np
 import pytest
 
@@ -260,6 +261,55 @@ def test_the_cosine_schedule_warms_up_then_ends_with_the_trial_s_own_steps(mnist
     assert float(schedule(10)) == pytest.approx(0.1)  # warm by a fifth of the trial
     assert float(schedule(50)) == pytest.approx(0.0, abs=1e-7)  # over when the trial is
     assert 0.0 < float(schedule(30)) < 0.1
+
+
+COSINE = {
+    "units": 8,
+    "lr_schedule": "cosine",
+    "learning_rate": 0.1,
+    "final_lr_fraction": 0.1,
+    "early_stopping_patience": 0,
+    "batch_size": 32,
+}
+
+
+def test_a_run_slower_than_planned_ends_on_time_with_its_cosine_complete(mnist):
+    asked = []
+
+    def epochs_that_fit(seconds):
+        asked.append(list(seconds))
+        return 3  # of the 6 planned: its epochs were slower than its plan's
+
+    result = train.train("mlp", COSINE, mnist, epochs=6, seed=0, epochs_that_fit=epochs_that_fit)
+    assert result.epochs == 3 and result.stopped_by == "timeout" and not result.pruned
+    assert [len(s) for s in asked] == [1, 2, 3] and all(v > 0 for v in asked[-1])
+    planned = train.schedule(schema.resolve("mlp", COSINE), 0.1, steps=6 * 5)  # 160 images
+    optimizer = result.model.optimizer
+    assert optimizer.iterations.numpy() == 3 * 5
+    # at its new last step the rate is the schedule's end, not its middle
+    assert float(optimizer.learning_rate) == pytest.approx(float(planned(30)))
+    assert float(planned(30)) == pytest.approx(0.01) and float(planned(15)) > 0.05
+
+
+def test_a_run_that_keeps_its_time_trains_as_without_a_deadline(mnist):
+    kept = train.train("mlp", COSINE, mnist, epochs=4, seed=0, epochs_that_fit=lambda s: 100)
+    plain = train.train("mlp", COSINE, mnist, epochs=4, seed=0)
+    assert kept.epochs == 4 and kept.stopped_by is None
+    assert kept.history["loss"] == pytest.approx(plain.history["loss"])
+    assert kept.test == pytest.approx(plain.test)
+
+
+def test_a_run_with_no_time_for_another_epoch_stops_after_the_one_it_ran(mnist):
+    result = train.train("mlp", COSINE, mnist, epochs=4, seed=0, epochs_that_fit=lambda s: 0)
+    assert result.epochs == 1 and result.stopped_by == "timeout"
+
+
+def test_a_shrinkable_schedule_saves_with_its_optimizer_and_loads(mnist, tmp_path):
+    result = train.train("mlp", COSINE, mnist, epochs=2, seed=0, epochs_that_fit=lambda s: 1)
+    result.model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    rate = loaded.optimizer.get_config()["learning_rate"]
+    assert rate["class_name"] == "Shrinkable" and rate["config"]["steps"] == 2 * 5
 
 
 def test_label_smoothing_reaches_the_loss(mnist):

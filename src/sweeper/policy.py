@@ -274,6 +274,7 @@ class RefitPlan:
     seconds_per_epoch: float  # on `images`
     seconds: float  # the whole refit, as planned
     images: int  # of the refit's images: all, or the share one epoch has time for
+    closing_seconds: float = 0.0  # after its last epoch: test predictions, saving, logging
 
 
 def refit_plan(
@@ -297,9 +298,10 @@ def refit_plan(
     would be `EXTRA_EPOCH_FRACTION` of an epoch or more (or no epoch of all the images
     fits), one epoch more on a seeded sample that fills the time (a complete schedule), if
     that sample is more than the trial trained on; else no refit."""
-    per_image, fixed = _refit_costs(
+    per_image, tracing, closing = _refit_costs(
         epoch_seconds, trial_images, test_images, tta, val_images, val_seconds
     )
+    fixed = tracing + closing
     per_epoch = per_image * refit_images
     # epochs of all the images that fit (the epsilon: `refit_seconds` of N epochs plans N)
     fit = max(0.0, seconds_left - fixed) / per_epoch + 1e-9
@@ -308,9 +310,9 @@ def refit_plan(
         images = int(fit / (epochs + 1) * refit_images)
         if images > trial_images:
             seconds = fixed + (epochs + 1) * per_image * images
-            return RefitPlan(epochs + 1, per_image * images, seconds, images)
+            return RefitPlan(epochs + 1, per_image * images, seconds, images, closing)
     if epochs:
-        return RefitPlan(epochs, per_epoch, fixed + epochs * per_epoch, refit_images)
+        return RefitPlan(epochs, per_epoch, fixed + epochs * per_epoch, refit_images, closing)
     return RefitPlan(0, per_epoch, 0.0, refit_images)  # `seconds_per_epoch`: all, for the log
 
 
@@ -326,10 +328,25 @@ def refit_seconds(
     val_seconds: Sequence[float] = (),
 ) -> float:
     """The time `refit_plan` counts for a refit of `epochs` epochs on `refit_images`."""
-    per_image, fixed = _refit_costs(
+    per_image, tracing, closing = _refit_costs(
         epoch_seconds, trial_images, test_images, tta, val_images, val_seconds
     )
-    return fixed + epochs * per_image * refit_images
+    return tracing + closing + epochs * per_image * refit_images
+
+
+def refit_epochs_in_time(
+    seconds_left: float, epoch_seconds: Sequence[float], closing_seconds: float
+) -> int:
+    """The epochs in all that a running refit has time for, having run `epoch_seconds`,
+    with `seconds_left` and its `closing_seconds` (`RefitPlan`) still to pay after its last:
+    the epochs done and the whole epochs that fit at their mean since the first (which also
+    traced the graphs). The mean, not the last: refit epochs here ran at one of two speeds
+    in no order (84-97 s or 140-143 s, fashion_mnist, bf16 AMX, 2026-12-02), so a plan from
+    a short trial cannot foresee them and the refit re-plans from its own."""
+    later = epoch_seconds[1:] or epoch_seconds
+    per_epoch = statistics.mean(later)
+    more = max(0.0, seconds_left - closing_seconds) / max(per_epoch, 1e-9)
+    return len(epoch_seconds) + int(more)
 
 
 def trial_epoch_seconds(per_image: float, trial_images: int, val_images: int) -> float:
@@ -391,8 +408,8 @@ def ends_search_now(
 
 
 def _refit_costs(epoch_seconds, trial_images, test_images, tta, val_images, val_seconds):
-    """(seconds a trained image, seconds a refit spends besides its epochs), from a
-    trial's `epoch_seconds` and `val_seconds` (`refit_plan` says how)."""
+    """(seconds a trained image, the first epoch's extra for tracing, the seconds after the
+    last epoch), from a trial's `epoch_seconds` and `val_seconds` (`refit_plan` says how)."""
     first = epoch_seconds[0]
     later = statistics.median(epoch_seconds[1:]) if len(epoch_seconds) > 1 else first
     measured = val_images and len(val_seconds) == len(epoch_seconds)
@@ -409,9 +426,5 @@ def _refit_costs(epoch_seconds, trial_images, test_images, tta, val_images, val_
     else:
         per_image = later / (trial_images + PREDICTION_SHARE * val_images)
         per_prediction = per_image * PREDICTION_SHARE
-    fixed = (
-        max(0.0, first - later)
-        + per_prediction * test_images * TTA_VIEWS[tta]
-        + REFIT_MARGIN_SECONDS
-    )
-    return per_image, fixed
+    closing = per_prediction * test_images * TTA_VIEWS[tta] + REFIT_MARGIN_SECONDS
+    return per_image, max(0.0, first - later), closing

@@ -114,14 +114,16 @@ def tracked_trial(
     should_prune: Callable[[int, dict], bool] | None = None,
     precision: str = "float32",
     stop_when: Callable[[int, dict], str | None] | None = None,
+    epochs_that_fit: Callable[[list[float]], int] | None = None,
     on_start: Callable[[str], None] | None = None,
     optimizer: bool = False,
     background: bool = False,
 ) -> tuple[TrialResult, tracking.TrialRecorder]:
     """Trains one trial and logs it; a pruned trial is logged with its curves so far.
 
-    `on_start(run_id)` lets an engine note which MLflow run holds its trial. `optimizer`:
-    the logged model keeps its optimizer's state. `background`: the run is written by the
+    `epochs_that_fit` keeps a deadline (`train.Deadline`). `on_start(run_id)` lets an engine
+    note which MLflow run holds its trial. `optimizer`: the logged model keeps its
+    optimizer's state. `background`: the run is written by the
     writer thread while training goes on (`tracking.flush` waits); `experiment` and
     `parent_run_id` may then be functions, called there when the run opens."""
     full = schema.resolve(family, params)
@@ -159,6 +161,7 @@ def tracked_trial(
             should_prune=should_prune,
             precision=precision,
             stop_when=stop_when,
+            epochs_that_fit=epochs_that_fit,
         )
         # Waits only while the writer is on the trial before (tiny trials): it then holds
         # one trial's writes at most. Raises why the run could not open.

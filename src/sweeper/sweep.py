@@ -776,6 +776,7 @@ def refit(
     label = f"{trial.info.run_name} refit"
     merged = dataset.merged()
     epochs = spec.refit_epochs
+    epochs_that_fit = None
     if epochs is None:
         assert ends_at is not None and trial_images  # refit_from_minutes
         seconds_left = ends_at - policy.now()
@@ -813,6 +814,11 @@ def refit(
         if plan.images < len(merged.y_train):
             merged = merged.sample(plan.images, spec.seed)
         epochs = plan.epochs
+
+        def epochs_that_fit(seconds: list[float], end: float = ends_at) -> int:
+            """The refit's own speed re-plans it: a trial's cannot foresee its epochs."""
+            return policy.refit_epochs_in_time(end - policy.now(), seconds, plan.closing_seconds)
+
     log.info(
         "refit: %s (%s %.4f) on training + validation data, %d epochs",
         label,
@@ -839,8 +845,16 @@ def refit(
         tags=tags,
         parent_run_id=parent.run_id,
         precision=spec.precision,
+        epochs_that_fit=epochs_that_fit,
         optimizer=spec.save_optimizer,
     )
+    if result.epochs < epochs and result.stopped_by == "timeout":
+        log.info(
+            "refit: its epochs were slower than its trial's; %d of the %d planned, the "
+            "schedule shortened to end with them on time",
+            result.epochs,
+            epochs,
+        )
     parent.log_refit(result.test, f"{label} ({run.run_id})", why)
     log.info(
         "  %s complete: test_accuracy=%.4f%s",

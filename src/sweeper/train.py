@@ -137,6 +137,7 @@ def train(
     should_prune: Callable[[int, dict], bool] | None = None,
     precision: str = "float32",
     stop_when: Callable[[int, dict], str | None] | None = None,
+    epochs_that_fit: Callable[[list[float]], int] | None = None,
     verbose: int = 0,
 ) -> TrialResult:
     """Trains one model and scores it on the test set.
@@ -156,9 +157,17 @@ def train(
     model = module.build(p, dataset.input_shape, dataset.n_classes)
     if hasattr(module, "adapt"):  # layers computed from the training images (a whitening)
         module.adapt(model, dataset.x_train)
-    steps = epochs * math.ceil(len(dataset.y_train) / p["batch_size"])
+    steps_per_epoch = math.ceil(len(dataset.y_train) / p["batch_size"])
+    steps = epochs * steps_per_epoch
+    learning_rate = schedule(p, p["learning_rate"], steps)
+    deadline = None
+    if epochs_that_fit:
+        if p["lr_schedule"] == "cosine":  # only a cosine is planned over the run's length
+            learning_rate = Shrinkable(learning_rate, steps)
+        shrinkable = learning_rate if isinstance(learning_rate, Shrinkable) else None
+        deadline = Deadline(epochs_that_fit, epochs, steps_per_epoch, shrinkable)
     model.compile(
-        optimizer=make_optimizer(p, p["learning_rate"], steps), loss=_loss(p), metrics=["accuracy"]
+        optimizer=make_optimizer(p, learning_rate, steps), loss=_loss(p), metrics=["accuracy"]
     )
     pruner = Pruned(should_prune) if should_prune else None
     clock = ValidationClock()
@@ -167,6 +176,7 @@ def train(
         *_standard_callbacks(p),
         *callbacks,
         *([pruner] if pruner else []),
+        *([deadline] if deadline else []),
     ]
     stopper = StopWhen(stop_when) if stop_when else None
     fit_callbacks += [stopper] if stopper else []
@@ -187,7 +197,16 @@ def train(
     pruned = bool(pruner and pruner.pruned)
     if _fine_tunes(module, p) and not pruned:
         history = _fine_tune(
-            model, module, p, dataset, y_train, y_val, fit_callbacks, history, verbose, seed
+            model,
+            module,
+            p,
+            dataset,
+            y_train,
+            y_val,
+            [c for c in fit_callbacks if c is not deadline],  # it planned the first phase
+            history,
+            verbose,
+            seed,
         )
     train_seconds = time.perf_counter() - start
     restored = next(
@@ -201,6 +220,8 @@ def train(
     model_epoch = restored.best_epoch + 1 if restored else len(history.get("loss", []))
     diverged = any(not math.isfinite(v) for v in history.get("loss", []))
     stopped_by = "diverged" if diverged else stopper.stopped_by if stopper else None
+    if not stopped_by and deadline and deadline.shortened:
+        stopped_by = "timeout"
     pruned = pruned or stopped_by in PRUNING_STOPS
 
     # A diverged model's outputs are NaN: scored as the nothing it predicts.
@@ -346,22 +367,13 @@ def _validation(x, y, batch_size):
     return in_order(x, y, batch_size) if isinstance(x, DiskImages) else (x, y)
 
 
-def make_optimizer(p: dict, learning_rate: float, steps: int) -> keras.optimizers.Optimizer:
-    """The optimizer `p` names on its learning-rate schedule; `steps` is the trial's whole
-    run, so a cosine schedule ends where the trial does (`p` is checked already)."""
-    if p["lr_schedule"] == "exponential":
-        learning_rate = keras.optimizers.schedules.ExponentialDecay(
-            learning_rate, decay_steps=p["decay_steps"], decay_rate=p["decay_rate"]
-        )
-    elif p["lr_schedule"] == "cosine":
-        warmup = int(steps * p["warmup_fraction"])
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup else learning_rate,
-            decay_steps=max(1, steps - warmup),
-            alpha=p["final_lr_fraction"],
-            warmup_target=learning_rate if warmup else None,
-            warmup_steps=warmup,
-        )
+def make_optimizer(
+    p: dict, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule, steps: int
+) -> keras.optimizers.Optimizer:
+    """The optimizer `p` names on its learning-rate schedule (`schedule`), or on a schedule
+    given (`p` is checked already)."""
+    if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        learning_rate = schedule(p, learning_rate, steps)
     common = {
         "weight_decay": p["weight_decay"]
         if p["optimizer"] == "adamw"
@@ -370,6 +382,105 @@ def make_optimizer(p: dict, learning_rate: float, steps: int) -> keras.optimizer
         "ema_momentum": p["ema_momentum"] or 0.99,
     }
     return OPTIMIZERS[p["optimizer"]](learning_rate, p, common)
+
+
+def schedule(
+    p: dict, learning_rate: float, steps: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The learning rate over the run that `p` names; `steps` is the trial's whole run, so a
+    cosine schedule ends where the trial does."""
+    if p["lr_schedule"] == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(
+            learning_rate, decay_steps=p["decay_steps"], decay_rate=p["decay_rate"]
+        )
+    if p["lr_schedule"] == "cosine":
+        warmup = int(steps * p["warmup_fraction"])
+        return keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else learning_rate,
+            decay_steps=max(1, steps - warmup),
+            alpha=p["final_lr_fraction"],
+            warmup_target=learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
+    return learning_rate
+
+
+@keras.saving.register_keras_serializable(package="sweeper")
+class Shrinkable(keras.optimizers.schedules.LearningRateSchedule):
+    """`schedule`, planned over `steps`, that a run can end sooner (`end_at`): the rest of
+    it then runs faster, so a cosine still anneals to its end on the run's new last step.
+    Its state is in variables, read by the compiled training step: no batch hook."""
+
+    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule, steps: int):
+        self.schedule = schedule
+        self.steps = steps
+        # the schedule's step at a run's step s: at + (s - since) * rate
+        self.since = keras.Variable(0.0, dtype="float32", trainable=False)
+        self.at = keras.Variable(0.0, dtype="float32", trainable=False)
+        self.rate = keras.Variable(1.0, dtype="float32", trainable=False)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        return self.schedule(self.at + (step - self.since) * self.rate)
+
+    def end_at(self, step: int, end: int) -> None:
+        """From the run's `step` on, the schedule's remaining steps run in `end - step`."""
+        value = lambda v: float(keras.ops.convert_to_numpy(v))  # noqa: E731
+        at = value(self.at) + (step - value(self.since)) * value(self.rate)
+        self.since.assign(float(step))
+        self.at.assign(at)
+        self.rate.assign((self.steps - at) / max(1, end - step))
+
+    def get_config(self) -> dict:
+        return {
+            "schedule": keras.optimizers.schedules.serialize(self.schedule),
+            "steps": self.steps,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> Shrinkable:
+        return cls(keras.optimizers.schedules.deserialize(config["schedule"]), config["steps"])
+
+
+class Deadline(keras.callbacks.Callback):
+    """Ends a run on time with its schedule complete: after each epoch,
+    `epochs_that_fit(seconds)` (each epoch's so far) says how many epochs in all there is
+    time for; fewer than planned shrink `shrinkable` (if any) to end with the new last
+    epoch, where training stops. Never more than planned: a run that is faster ends early."""
+
+    def __init__(
+        self,
+        epochs_that_fit: Callable[[list[float]], int],
+        epochs: int,
+        steps_per_epoch: int,
+        shrinkable: Shrinkable | None,
+    ):
+        super().__init__()
+        self.epochs_that_fit = epochs_that_fit
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.shrinkable = shrinkable
+        self.planned = epochs
+        self.seconds: list[float] = []
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self._started)
+        done = epoch + 1
+        fit = max(done, min(self.epochs, self.epochs_that_fit(self.seconds)))
+        if fit < self.epochs:
+            self.epochs = fit
+            if self.shrinkable and fit > done:
+                self.shrinkable.end_at(done * self.steps_per_epoch, fit * self.steps_per_epoch)
+        if done >= self.epochs:
+            self.model.stop_training = True
+
+    @property
+    def shortened(self) -> bool:
+        return self.epochs < self.planned
 
 
 def _loss(p):

@@ -76,6 +76,28 @@ def test_epoch_printer_writes_plain_lines_off_a_terminal():
     assert "\r" not in stream.getvalue() and "batch" not in stream.getvalue()
 
 
+def test_epoch_printer_counts_to_the_epochs_a_deadline_re_planned():
+    import io
+
+    stream = io.StringIO()
+    printer = runner.epoch_printer("resnet #0 refit", 12, stream=stream)
+    params = {"steps": 5}  # fit's, shared by its callbacks
+    printer.set_params(params)
+    printer.on_epoch_begin(0)
+    printer.on_epoch_end(0, {"loss": 0.5})
+    params["epochs_added"] = 2  # as `train.Deadline` re-plans after that epoch
+    printer.on_epoch_begin(1)
+    printer.on_epoch_end(1, {"loss": 0.25})
+    printer.set_params({"steps": 5})  # a second phase's fit: the re-plan stands
+    printer.on_epoch_end(2, {"loss": 0.2})
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" loss")[0] for line in lines] == [
+        "  resnet #0 refit epoch 1/12",
+        "  resnet #0 refit epoch 2/14",
+        "  resnet #0 refit epoch 3/14",
+    ]
+
+
 def test_epoch_printer_shows_live_batches_on_a_terminal():
     import io
 

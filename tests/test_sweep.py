@@ -1,5 +1,6 @@
 """Whole sweeps on tiny data, through the CLI, for both engines."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -567,15 +568,15 @@ def test_minutes_budget_refits_for_the_epochs_that_fit_what_is_left(workdir, mon
     ]
     assert args[1] == measured and kwargs["trial_images"] == 120 and kwargs["refit_images"] == 200
     assert made.epochs >= 1 and made.seconds <= 8
-    # planned so; it ran fewer only where its own epochs were slower than the trial's
+    # planned so; it re-plans at its own speed (the clock stands still here)
     assert refit.data.params["max_epochs"] == str(made.epochs)
-    assert 1 <= refit.data.metrics["epochs"] <= made.epochs
+    assert 1 <= refit.data.metrics["epochs"] <= math.ceil(made.epochs * policy.REFIT_MOST_EPOCHS)
     assert f"so {made.epochs} epochs on {made.images} of 200" in result.output
 
 
 def test_a_refit_slower_than_planned_replans_from_its_own_epochs(workdir, monkeypatch):
     """The refit asks after each epoch how many fit what is left at its own speed; told 2,
-    it ends after 2 with its schedule shortened, tagged stopped by the timeout."""
+    it ends after 2 with its schedule re-timed, tagged stopped by the timeout."""
     from sweeper import policy
 
     refit_clock(monkeypatch, seconds_left=8)
@@ -600,7 +601,7 @@ def test_a_refit_slower_than_planned_replans_from_its_own_epochs(workdir, monkey
     ]
     assert refit.data.metrics["epochs"] == 2 and refit.data.tags["stopped_by"] == "timeout"
     planned = int(refit.data.params["max_epochs"])
-    assert planned > 2 and f"2 of the {planned} planned" in result.output
+    assert planned > 2 and f"2 epochs where {planned} were planned" in result.output
     assert [len(seconds) for _, seconds, _ in asked] == [1, 2]
     assert asked[0][0] == 8 and asked[0][2] > 0  # the clock stood; the test predictions
 

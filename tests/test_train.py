@@ -282,6 +282,7 @@ def test_a_run_slower_than_planned_ends_on_time_with_its_cosine_complete(mnist):
 
     result = train.train("mlp", COSINE, mnist, epochs=6, seed=0, epochs_that_fit=epochs_that_fit)
     assert result.epochs == 3 and result.stopped_by == "timeout" and not result.pruned
+    assert result.replanned == 3
     assert [len(s) for s in asked] == [1, 2, 3] and all(v > 0 for v in asked[-1])
     planned = train.schedule(schema.resolve("mlp", COSINE), 0.1, steps=6 * 5)  # 160 images
     optimizer = result.model.optimizer
@@ -291,10 +292,24 @@ def test_a_run_slower_than_planned_ends_on_time_with_its_cosine_complete(mnist):
     assert float(planned(30)) == pytest.approx(0.01) and float(planned(15)) > 0.05
 
 
+def test_a_run_faster_than_planned_trains_more_epochs_up_to_its_most(mnist):
+    grown = train.train(
+        "mlp", COSINE, mnist, epochs=2, seed=0, epochs_that_fit=lambda s: 4, most_epochs=5
+    )
+    assert grown.epochs == 4 and grown.replanned == 4 and grown.stopped_by is None
+    planned = train.schedule(schema.resolve("mlp", COSINE), 0.1, steps=2 * 5)
+    # the 2 epochs' schedule stretched over 4: it still ends at its end
+    assert float(grown.model.optimizer.learning_rate) == pytest.approx(float(planned(10)))
+    capped = train.train(
+        "mlp", COSINE, mnist, epochs=2, seed=0, epochs_that_fit=lambda s: 100, most_epochs=3
+    )
+    assert capped.epochs == 3
+
+
 def test_a_run_that_keeps_its_time_trains_as_without_a_deadline(mnist):
     kept = train.train("mlp", COSINE, mnist, epochs=4, seed=0, epochs_that_fit=lambda s: 100)
     plain = train.train("mlp", COSINE, mnist, epochs=4, seed=0)
-    assert kept.epochs == 4 and kept.stopped_by is None
+    assert kept.epochs == 4 and kept.stopped_by is None and kept.replanned is None
     assert kept.history["loss"] == pytest.approx(plain.history["loss"])
     assert kept.test == pytest.approx(plain.test)
 
@@ -304,12 +319,12 @@ def test_a_run_with_no_time_for_another_epoch_stops_after_the_one_it_ran(mnist):
     assert result.epochs == 1 and result.stopped_by == "timeout"
 
 
-def test_a_shrinkable_schedule_saves_with_its_optimizer_and_loads(mnist, tmp_path):
+def test_a_resizable_schedule_saves_with_its_optimizer_and_loads(mnist, tmp_path):
     result = train.train("mlp", COSINE, mnist, epochs=2, seed=0, epochs_that_fit=lambda s: 1)
     result.model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
     rate = loaded.optimizer.get_config()["learning_rate"]
-    assert rate["class_name"] == "Shrinkable" and rate["config"]["steps"] == 2 * 5
+    assert rate["class_name"] == "Resizable" and rate["config"]["steps"] == 2 * 5
 
 
 def test_label_smoothing_reaches_the_loss(mnist):

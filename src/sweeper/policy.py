@@ -25,6 +25,9 @@ TTA_VIEWS = {"none": 1, "flip": 2, "flip+translate": 6}
 # on CIFAR-10, 2 epochs on 30,000 images beat 1 on all 50,000 by 1.1 points (74.43% and
 # 73.36%, the ResNet recipe, 2026-12-02).
 EXTRA_EPOCH_FRACTION = 0.2
+# A refit that re-plans from its own speed (`refit_epochs_in_time`) trains at most this
+# many times its planned epochs: a plan off by more is a measurement gone wrong.
+REFIT_MOST_EPOCHS = 1.5
 # Where a probe shows that no trial fits beside the refit's floor, the search is the first
 # recipe timed on this many training images for this many epochs (the second, past the
 # graph's tracing, times the refit), as the bench's "recipe alone" arm is.
@@ -342,7 +345,8 @@ def refit_epochs_in_time(
     the epochs done and the whole epochs that fit at their mean since the first (which also
     traced the graphs). The mean, not the last: refit epochs here ran at one of two speeds
     in no order (84-97 s or 140-143 s, fashion_mnist, bf16 AMX, 2026-12-02), so a plan from
-    a short trial cannot foresee them and the refit re-plans from its own."""
+    a short trial cannot foresee them (one ran 38 of its 30 minutes, another 26.6) and the
+    refit re-plans from its own."""
     later = epoch_seconds[1:] or epoch_seconds
     per_epoch = statistics.mean(later)
     more = max(0.0, seconds_left - closing_seconds) / max(per_epoch, 1e-9)

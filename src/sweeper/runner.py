@@ -49,6 +49,7 @@ class EpochPrinter(keras.callbacks.Callback):
         super().__init__()
         self.label, self.epochs, self.metric = label, epochs, metric
         self.stream = stream or sys.stdout
+        self._added = 0  # epochs a `train.Deadline` re-planned (kept into a second phase)
         self._started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -57,11 +58,17 @@ class EpochPrinter(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         print(self._line(epoch, logs or {}), file=self.stream, flush=True)
 
+    @property
+    def total(self) -> int:
+        """The epochs in all, as last planned."""
+        self._added = (self.params or {}).get("epochs_added", self._added)
+        return self.epochs + self._added
+
     def _line(self, epoch, logs) -> str:
         keys = dict.fromkeys(("loss", "val_loss", "val_accuracy", self.metric))
         shown = " ".join(f"{k}={logs[k]:.4f}" for k in keys if k in logs)
         return (
-            f"{self.lead}{self.label} epoch {epoch + 1}/{self.epochs} {shown} "
+            f"{self.lead}{self.label} epoch {epoch + 1}/{self.total} {shown} "
             f"({time.perf_counter() - self._started:.1f}s)"
         )
 
@@ -94,7 +101,7 @@ class LiveEpochPrinter(EpochPrinter):
         loss = (logs or {}).get("loss")
         shown = f" loss={loss:.4f}" if loss is not None else ""
         self.stream.write(
-            f"\r  {self.label} epoch {self._epoch + 1}/{self.epochs} "
+            f"\r  {self.label} epoch {self._epoch + 1}/{self.total} "
             f"batch {batch + 1}/{steps}{shown}\033[K"
         )
         self.stream.flush()
@@ -115,15 +122,16 @@ def tracked_trial(
     precision: str = "float32",
     stop_when: Callable[[int, dict], str | None] | None = None,
     epochs_that_fit: Callable[[list[float]], int] | None = None,
+    most_epochs: int = 0,
     on_start: Callable[[str], None] | None = None,
     optimizer: bool = False,
     background: bool = False,
 ) -> tuple[TrialResult, tracking.TrialRecorder]:
     """Trains one trial and logs it; a pruned trial is logged with its curves so far.
 
-    `epochs_that_fit` keeps a deadline (`train.Deadline`). `on_start(run_id)` lets an engine
-    note which MLflow run holds its trial. `optimizer`: the logged model keeps its
-    optimizer's state. `background`: the run is written by the
+    `epochs_that_fit` and `most_epochs` keep a deadline (`train.Deadline`).
+    `on_start(run_id)` lets an engine note which MLflow run holds its trial. `optimizer`:
+    the logged model keeps its optimizer's state. `background`: the run is written by the
     writer thread while training goes on (`tracking.flush` waits); `experiment` and
     `parent_run_id` may then be functions, called there when the run opens."""
     full = schema.resolve(family, params)
@@ -162,6 +170,7 @@ def tracked_trial(
             precision=precision,
             stop_when=stop_when,
             epochs_that_fit=epochs_that_fit,
+            most_epochs=most_epochs,
         )
         # Waits only while the writer is on the trial before (tiny trials): it then holds
         # one trial's writes at most. Raises why the run could not open.

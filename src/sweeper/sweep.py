@@ -776,7 +776,7 @@ def refit(
     label = f"{trial.info.run_name} refit"
     merged = dataset.merged()
     epochs = spec.refit_epochs
-    epochs_that_fit = None
+    epochs_that_fit, most_epochs = None, 0
     if epochs is None:
         assert ends_at is not None and trial_images  # refit_from_minutes
         seconds_left = ends_at - policy.now()
@@ -814,6 +814,7 @@ def refit(
         if plan.images < len(merged.y_train):
             merged = merged.sample(plan.images, spec.seed)
         epochs = plan.epochs
+        most_epochs = math.ceil(epochs * policy.REFIT_MOST_EPOCHS)
 
         def epochs_that_fit(seconds: list[float], end: float = ends_at) -> int:
             """The refit's own speed re-plans it: a trial's cannot foresee its epochs."""
@@ -846,13 +847,14 @@ def refit(
         parent_run_id=parent.run_id,
         precision=spec.precision,
         epochs_that_fit=epochs_that_fit,
+        most_epochs=most_epochs,
         optimizer=spec.save_optimizer,
     )
-    if result.epochs < epochs and result.stopped_by == "timeout":
+    if result.replanned:
         log.info(
-            "refit: its epochs were slower than its trial's; %d of the %d planned, the "
-            "schedule shortened to end with them on time",
-            result.epochs,
+            "refit: re-planned at its own speed: %d epochs where %d were planned, its "
+            "schedule re-timed to end with them",
+            result.replanned,
             epochs,
         )
     parent.log_refit(result.test, f"{label} ({run.run_id})", why)

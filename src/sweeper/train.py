@@ -60,6 +60,7 @@ class TrialResult:
     model_epoch: int = 0  # the epoch (from 1) whose weights the model holds; 0: the last
     val_seconds: list[float] = field(default_factory=list)  # each epoch's validation's
     costs: dict[str, float] = field(default_factory=dict)  # `costs`: size and latency
+    replanned: int | None = None  # the epochs a `Deadline` changed its plan to
 
     @property
     def epochs(self) -> int:
@@ -138,6 +139,7 @@ def train(
     precision: str = "float32",
     stop_when: Callable[[int, dict], str | None] | None = None,
     epochs_that_fit: Callable[[list[float]], int] | None = None,
+    most_epochs: int = 0,
     verbose: int = 0,
 ) -> TrialResult:
     """Trains one model and scores it on the test set.
@@ -163,9 +165,10 @@ def train(
     deadline = None
     if epochs_that_fit:
         if p["lr_schedule"] == "cosine":  # only a cosine is planned over the run's length
-            learning_rate = Shrinkable(learning_rate, steps)
-        shrinkable = learning_rate if isinstance(learning_rate, Shrinkable) else None
-        deadline = Deadline(epochs_that_fit, epochs, steps_per_epoch, shrinkable)
+            learning_rate = Resizable(learning_rate, steps)
+        resizable = learning_rate if isinstance(learning_rate, Resizable) else None
+        deadline = Deadline(epochs_that_fit, epochs, most_epochs, steps_per_epoch, resizable)
+    fit_epochs = deadline.most if deadline else epochs
     model.compile(
         optimizer=make_optimizer(p, learning_rate, steps), loss=_loss(p), metrics=["accuracy"]
     )
@@ -187,9 +190,9 @@ def train(
 
     start = time.perf_counter()
     fit = model.fit(
-        **_inputs(p, dataset.x_train, y_train, epochs, seed),
+        **_inputs(p, dataset.x_train, y_train, fit_epochs, seed),
         validation_data=_validation(dataset.x_val, y_val, p["batch_size"]),
-        epochs=epochs,
+        epochs=fit_epochs,
         callbacks=fit_callbacks,
         verbose=verbose,
     )
@@ -220,7 +223,7 @@ def train(
     model_epoch = restored.best_epoch + 1 if restored else len(history.get("loss", []))
     diverged = any(not math.isfinite(v) for v in history.get("loss", []))
     stopped_by = "diverged" if diverged else stopper.stopped_by if stopper else None
-    if not stopped_by and deadline and deadline.shortened:
+    if not stopped_by and deadline and deadline.epochs < deadline.planned:
         stopped_by = "timeout"
     pruned = pruned or stopped_by in PRUNING_STOPS
 
@@ -248,6 +251,7 @@ def train(
         model_epoch,
         clock.seconds,
         costs(model, np.asarray(dataset.x_test[:1])),
+        deadline.epochs if deadline and deadline.epochs != deadline.planned else None,
     )
 
 
@@ -406,10 +410,11 @@ def schedule(
 
 
 @keras.saving.register_keras_serializable(package="sweeper")
-class Shrinkable(keras.optimizers.schedules.LearningRateSchedule):
-    """`schedule`, planned over `steps`, that a run can end sooner (`end_at`): the rest of
-    it then runs faster, so a cosine still anneals to its end on the run's new last step.
-    Its state is in variables, read by the compiled training step: no batch hook."""
+class Resizable(keras.optimizers.schedules.LearningRateSchedule):
+    """`schedule`, planned over `steps`, that a run can end sooner or later (`end_at`): the
+    rest of it then runs faster or slower, so a cosine still anneals to its end on the
+    run's new last step. Its state is in variables, read by the compiled training step: no
+    batch hook."""
 
     def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule, steps: int):
         self.schedule = schedule
@@ -438,29 +443,31 @@ class Shrinkable(keras.optimizers.schedules.LearningRateSchedule):
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> Shrinkable:
+    def from_config(cls, config: dict) -> Resizable:
         return cls(keras.optimizers.schedules.deserialize(config["schedule"]), config["steps"])
 
 
 class Deadline(keras.callbacks.Callback):
     """Ends a run on time with its schedule complete: after each epoch,
     `epochs_that_fit(seconds)` (each epoch's so far) says how many epochs in all there is
-    time for; fewer than planned shrink `shrinkable` (if any) to end with the new last
-    epoch, where training stops. Never more than planned: a run that is faster ends early."""
+    time for, at most `most`; where that differs from the plan, `resizable` (if any) is
+    re-timed to end with the new last epoch, where training stops. Progress printers read
+    the change as `params["epochs_added"]`."""
 
     def __init__(
         self,
         epochs_that_fit: Callable[[list[float]], int],
         epochs: int,
+        most: int,
         steps_per_epoch: int,
-        shrinkable: Shrinkable | None,
+        resizable: Resizable | None,
     ):
         super().__init__()
         self.epochs_that_fit = epochs_that_fit
-        self.epochs = epochs
+        self.planned = self.epochs = epochs
+        self.most = max(most, epochs)
         self.steps_per_epoch = steps_per_epoch
-        self.shrinkable = shrinkable
-        self.planned = epochs
+        self.resizable = resizable
         self.seconds: list[float] = []
         self._started = 0.0
 
@@ -470,17 +477,14 @@ class Deadline(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.seconds.append(time.perf_counter() - self._started)
         done = epoch + 1
-        fit = max(done, min(self.epochs, self.epochs_that_fit(self.seconds)))
-        if fit < self.epochs:
+        fit = max(done, min(self.most, self.epochs_that_fit(self.seconds)))
+        if fit != self.epochs:
             self.epochs = fit
-            if self.shrinkable and fit > done:
-                self.shrinkable.end_at(done * self.steps_per_epoch, fit * self.steps_per_epoch)
+            self.params["epochs_added"] = fit - self.planned
+            if self.resizable and fit > done:
+                self.resizable.end_at(done * self.steps_per_epoch, fit * self.steps_per_epoch)
         if done >= self.epochs:
             self.model.stop_training = True
-
-    @property
-    def shortened(self) -> bool:
-        return self.epochs < self.planned
 
 
 def _loss(p):

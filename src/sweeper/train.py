@@ -92,24 +92,31 @@ class StopWhen(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class ValidationClock(keras.callbacks.Callback):
-    """The seconds of each epoch spent validating, from its start to the epoch's end. How an
-    epoch splits between training and predicting differs by machine (fashion_mnist's ResNet
-    in bf16 on AMX: 2.1 s for 7,500 predictions, ~0.28 ms each against ~1.5-2 ms a trained
-    image, not the third assumed before), and plans made
-    from a trial's speed (`policy.refit_plan`) need the training part alone."""
+class EpochClock(keras.callbacks.Callback):
+    """The seconds of each epoch, and of each epoch's validation (from its start to the
+    epoch's end). How an epoch splits between training and predicting differs by machine
+    (fashion_mnist's ResNet in bf16 on AMX: 2.1 s for 7,500 predictions, ~0.28 ms each
+    against ~1.5-2 ms a trained image, not the third assumed before), and plans made from a
+    trial's speed (`policy.refit_plan`) need the training part alone."""
 
     def __init__(self):
         super().__init__()
-        self.seconds: list[float] = []
+        self.epoch_seconds: list[float] = []
+        self.val_seconds: list[float] = []
+        self._started = 0.0
         self._validating: float | None = None  # when this epoch's validation began
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
 
     def on_test_begin(self, logs: dict | None = None) -> None:
         self._validating = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        ended = time.perf_counter()
+        self.epoch_seconds.append(ended - self._started)
         if self._validating is not None:
-            self.seconds.append(time.perf_counter() - self._validating)
+            self.val_seconds.append(ended - self._validating)
         self._validating = None
 
 
@@ -162,18 +169,18 @@ def train(
     steps_per_epoch = math.ceil(len(dataset.y_train) / p["batch_size"])
     steps = epochs * steps_per_epoch
     learning_rate = schedule(p, p["learning_rate"], steps)
+    clock = EpochClock()  # first of the callbacks: the others read this epoch's seconds
     deadline = None
     if epochs_that_fit:
         if p["lr_schedule"] == "cosine":  # only a cosine is planned over the run's length
             learning_rate = Resizable(learning_rate, steps)
         resizable = learning_rate if isinstance(learning_rate, Resizable) else None
-        deadline = Deadline(epochs_that_fit, epochs, most_epochs, steps_per_epoch, resizable)
+        deadline = Deadline(epochs_that_fit, epochs, most_epochs, steps_per_epoch, resizable, clock)
     fit_epochs = deadline.most if deadline else epochs
     model.compile(
         optimizer=make_optimizer(p, learning_rate, steps), loss=_loss(p), metrics=["accuracy"]
     )
     pruner = Pruned(should_prune) if should_prune else None
-    clock = ValidationClock()
     fit_callbacks = [
         clock,
         *_standard_callbacks(p),
@@ -249,7 +256,7 @@ def train(
         pruned,
         stopped_by,
         model_epoch,
-        clock.seconds,
+        clock.val_seconds,
         costs(model, np.asarray(dataset.x_test[:1])),
         deadline.epochs if deadline and deadline.epochs != deadline.planned else None,
     )
@@ -449,10 +456,10 @@ class Resizable(keras.optimizers.schedules.LearningRateSchedule):
 
 class Deadline(keras.callbacks.Callback):
     """Ends a run on time with its schedule complete: after each epoch,
-    `epochs_that_fit(seconds)` (each epoch's so far) says how many epochs in all there is
-    time for, at most `most`; where that differs from the plan, `resizable` (if any) is
-    re-timed to end with the new last epoch, where training stops. Progress printers read
-    the change as `params["epochs_added"]`."""
+    `epochs_that_fit(seconds)` (each epoch's so far, from `clock`) says how many epochs in
+    all there is time for, at most `most`; where that differs from the plan, `resizable`
+    (if any) is re-timed to end with the new last epoch, where training stops. Progress
+    printers read the change as `params["epochs_added"]`."""
 
     def __init__(
         self,
@@ -461,6 +468,7 @@ class Deadline(keras.callbacks.Callback):
         most: int,
         steps_per_epoch: int,
         resizable: Resizable | None,
+        clock: EpochClock,
     ):
         super().__init__()
         self.epochs_that_fit = epochs_that_fit
@@ -468,16 +476,11 @@ class Deadline(keras.callbacks.Callback):
         self.most = max(most, epochs)
         self.steps_per_epoch = steps_per_epoch
         self.resizable = resizable
-        self.seconds: list[float] = []
-        self._started = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._started = time.perf_counter()
+        self.clock = clock
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.seconds.append(time.perf_counter() - self._started)
         done = epoch + 1
-        fit = max(done, min(self.most, self.epochs_that_fit(self.seconds)))
+        fit = max(done, min(self.most, self.epochs_that_fit(self.clock.epoch_seconds)))
         if fit != self.epochs:
             self.epochs = fit
             self.params["epochs_added"] = fit - self.planned

@@ -4,7 +4,8 @@ python bench/run.py [--only overhead,startup,levers,tta,workers,documented,ablat
     image-cache]
     [--data-dir DIR]
 python bench/run.py --only search-gain --dataset D --arm sweep|recipe --seed S [--scale F]
-python bench/run.py --only warm-start --dataset D --seed S [--scale F]
+    [--search-share F]
+python bench/run.py --only warm-start --dataset D --seed S [--scale F] [--search-share F]
 python bench/run.py --only fidelity --dataset D [--configs N] [--seed S] [--short-limit N]
     [--short-epochs N] [--long-epochs N]
 
@@ -616,7 +617,9 @@ def ablation(data_dir, rows, limit=4000, epochs=3, test=2000, seeds=(0,)):
 GAIN_RESULTS = ROOT / "bench" / "results" / "search-gain"
 
 
-def search_gain(data_dir, rows, dataset="fashion_mnist", arm="sweep", seed=0, scale=1.0):
+def search_gain(
+    data_dir, rows, dataset="fashion_mnist", arm="sweep", seed=0, scale=1.0, search_share=None
+):
     """One dataset, arm and seed per call, from a fresh store, appended to
     bench/results/search-gain/results.md with each test image's hit (.npy) for the paired
     interval. Arm "sweep": sweeps/D.yaml as written (its `budget.minutes` x `scale`). Arm
@@ -628,7 +631,11 @@ def search_gain(data_dir, rows, dataset="fashion_mnist", arm="sweep", seed=0, sc
     from sweeper import config, policy
 
     spec = config.load(ROOT / "sweeps" / f"{dataset}.yaml")
-    body = yaml.safe_load(spec.text)
+    body = (
+        _searching(spec, search_share, "search-gain")
+        if arm == "sweep"
+        else yaml.safe_load(spec.text)
+    )
     body["seed"] = seed
     body["study"] = f"gain-{arm}-{seed}"
     body["budget"]["minutes"] = round(spec.minutes * scale, 2)
@@ -672,6 +679,20 @@ def search_gain(data_dir, rows, dataset="fashion_mnist", arm="sweep", seed=0, sc
         f.write(line)
     rows.append((f"search-gain: {dataset} {arm} seed {seed}", f"{hits.mean():.4f}", line.strip()))
     rows.extend(gain_summary())
+
+
+def _searching(spec, search_share, section):
+    """The sweep file's body, with `search_share` where given; refused where it does not
+    search (a default file whose search did not pay: `budget.search_share: 0`)."""
+    body = yaml.safe_load(spec.text)
+    if search_share is not None:
+        body["budget"]["search_share"] = search_share
+    if not body["budget"].get("search_share", 1):
+        raise SystemExit(
+            f"{section}: {spec.dataset}'s file does not search (budget.search_share 0): "
+            "give --search-share, e.g. 0.2"
+        )
+    return body
 
 
 def _final_model(runs):
@@ -747,10 +768,10 @@ def paired_interval(pairs, rng, resamples=2000) -> tuple[float, float]:
 WARM_RESULTS = ROOT / "bench" / "results" / "warm-start"
 
 
-def warm_start(data_dir, rows, dataset="fashion_mnist", seed=0, scale=1.0):
+def warm_start(data_dir, rows, dataset="fashion_mnist", seed=0, scale=1.0, search_share=None):
     """Two sweeps of sweeps/D.yaml in one fresh store at equal minutes (its `budget.minutes`
-    x `scale`): the first cold (seed S), the second another study (seed S + 1000) that starts
-    from the first (`warm_start: all`). Appends both final models' test accuracy to
+    x `scale`; `search_share` as search-gain's): the first cold (seed S), the second another
+    study (seed S + 1000) that starts from the first (`warm_start: all`). Appends both final models' test accuracy to
     bench/results/warm-start/results.md, with the warm starts the second queued, why each
     refitted what it did, and the difference's paired bootstrap interval over the test
     images; the rows also pool every seed recorded so far."""
@@ -763,7 +784,7 @@ def warm_start(data_dir, rows, dataset="fashion_mnist", seed=0, scale=1.0):
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for study, file_seed, warm in (("first", seed, "none"), ("second", seed + 1000, "all")):
-            body = yaml.safe_load(spec.text)
+            body = _searching(spec, search_share, "warm-start")
             body.update(seed=file_seed, study=f"{dataset}-{study}", warm_start=warm)
             body["budget"]["minutes"] = minutes
             path = folder / f"{study}.yaml"
@@ -1085,6 +1106,11 @@ def main():
         default=1.0,
         help="of the file's budget.minutes (search-gain, warm-start)",
     )
+    parser.add_argument(
+        "--search-share",
+        type=float,
+        help="search-gain's and warm-start's, for the file's budget.search_share",
+    )
     parser.add_argument("--images", type=int, default=100_000, help="image-cache's folder")
     parser.add_argument("--configs", type=int, default=8, help="fidelity's configurations")
     parser.add_argument("--short-limit", type=int, help="fidelity's short trial's images (0: all)")
@@ -1093,12 +1119,18 @@ def main():
     args = parser.parse_args()
     rows = []
     started = time.perf_counter()
-    gain = {"dataset": args.dataset, "arm": args.arm, "seed": args.seed, "scale": args.scale}
+    gain = {
+        "dataset": args.dataset,
+        "arm": args.arm,
+        "seed": args.seed,
+        "scale": args.scale,
+        "search_share": args.search_share,
+    }
     for name in args.only.split(","):
         print(f"running {name}...", file=sys.stderr, flush=True)
         options = {
             "search-gain": gain,
-            "warm-start": {k: gain[k] for k in ("dataset", "seed", "scale")},
+            "warm-start": {k: gain[k] for k in ("dataset", "seed", "scale", "search_share")},
             "image-cache": {"images": args.images},
             "fidelity": {
                 "dataset": args.dataset,

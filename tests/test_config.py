@@ -90,7 +90,11 @@ def test_a_valid_file_loads_into_a_spec(tmp_path):
         ),
         (
             {"budget": {"minutes": 30, "search_share": 1.5}},
-            "budget.search_share: expected a fraction of budget.minutes between 0 and 1",
+            "budget.search_share: expected a fraction of budget.minutes from 0 (no search)",
+        ),
+        (
+            {"budget": {"search_share": 0}},
+            "budget.search_share: expected budget.minutes beside 0 (no search). Received: 0",
         ),
         ({"budget": {"minutes": -1}}, "budget.minutes: expected a positive number"),
         (

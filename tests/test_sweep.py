@@ -650,7 +650,7 @@ def test_a_first_trial_that_would_leave_the_refit_too_few_epochs_stops_after_one
     assert refit.data.tags["refit_of"] == trial.info.run_id
 
 
-def probed_sweep(workdir, monkeypatch, study, *, budget, refit):
+def probed_sweep(workdir, monkeypatch, study, *, budget, refit, args=()):
     """A 1-minute sweep of the tiny file (its cnn recipe first) on `refit_clock`, whose
     trials' 120 images are more than TIMING_IMAGES (60 here), so the probe runs; its CLI
     result and the speeds the probe measured."""
@@ -667,7 +667,7 @@ def probed_sweep(workdir, monkeypatch, study, *, budget, refit):
 
     monkeypatch.setattr(train, "seconds_per_image", probe)
     path = sweep_file(workdir, study, budget=budget, refit=refit, data={"limit": 120})
-    result = CliRunner().invoke(main, ["sweep", str(path)])
+    result = CliRunner().invoke(main, ["sweep", str(path), *args])
     assert result.exit_code == 0, result.output
     return result, probed
 
@@ -697,6 +697,52 @@ def test_where_no_trial_fits_beside_the_refits_floor_only_the_recipe_is_timed(wo
     assert trial.data.params["train_size"] == "60" and trial.data.metrics["epochs"] == 2
     assert refit.data.tags["refit_of"] == trial.info.run_id
     assert "on 60 images, so" in result.output  # the refit plans from the timed sample
+
+
+def test_a_search_share_of_0_trains_the_recipe_alone_without_probing(workdir, monkeypatch):
+    """`budget.search_share: 0` (a default file where the search did not pay): no probe,
+    no search; the recipe's timing trial, then its refit for the rest of the minutes, even
+    with the search's trials and workers asked for."""
+    result, probed = probed_sweep(
+        workdir,
+        monkeypatch,
+        "alone",
+        budget={"trials": 3, "max_epochs": 3, "minutes": 1, "search_share": 0},
+        refit={"min_epochs": 1},
+        args=["--workers", "2"],
+    )
+    assert probed == []
+    assert "no search (budget.search_share 0): one process, not 2 workers" in result.output
+    assert "no search (budget.search_share 0): the first recipe trains 2 epochs" in result.output
+    assert "no search: budget.search_share is 0; the cnn recipe trains 2 epochs on 60" in (
+        result.output
+    )
+    parent = parent_of("alone")
+    assert parent.data.tags["no_search"] == "budget.search_share is 0"
+    children = children_of(parent.info.run_id)
+    [trial] = [c for c in children if c.data.tags["kind"] == "trial"]
+    [refit] = [c for c in children if c.data.tags["kind"] == "refit"]
+    assert trial.data.tags["baseline"] == "yes" and trial.data.params["train_size"] == "60"
+    assert refit.data.tags["refit_of"] == trial.info.run_id
+
+
+def test_the_command_line_turns_a_files_search_on_and_off(workdir, monkeypatch):
+    """--search-share 0.5 searches a file that says 0; 0 needs minutes to fill."""
+    result, _ = probed_sweep(
+        workdir,
+        monkeypatch,
+        "on",
+        budget={"trials": 2, "max_epochs": 1, "minutes": 1, "search_share": 0},
+        refit={"min_epochs": 1},
+        args=["--search-share", "0.5"],
+    )
+    assert "no search" not in result.output
+    trials = [c for c in children_of(parent_of("on").info.run_id) if c.data.tags["kind"] == "trial"]
+    assert len(trials) == 2
+    path = sweep_file(workdir, "off", budget={"trials": 2, "max_epochs": 1})
+    refused = CliRunner().invoke(main, ["sweep", str(path), "--search-share", "0"])
+    assert refused.exit_code != 0
+    assert "--search-share 0 (no search): expected --minutes beside it" in refused.output
 
 
 def test_where_a_trial_fits_beside_the_refits_floor_the_probe_lets_the_search_run(

@@ -279,6 +279,12 @@ def baseline(
     "budget.search_share of it, the refit the epochs that fit the rest.",
 )
 @click.option(
+    "--search-share",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    help="The search's share of --minutes (budget.minutes); 0: no search, the first "
+    "family's recipe is trained alone for all of them.",
+)
+@click.option(
     "--engine",
     type=click.Choice(engines.names()),
     help="; ".join(
@@ -355,6 +361,9 @@ def sweep(
     else:
         loaded = config.load(sweep_file)
     spec = config.Overrides(**overrides).apply(loaded)
+    if spec.workers != 1 and not spec.searches:
+        click.echo(f"no search (budget.search_share 0): one process, not {spec.workers} workers")
+        spec = spec.with_overrides(workers=1)
     if spec.workers != 1 and not as_worker:
         from sweeper.workers import refuse_unshared
 
@@ -433,6 +442,16 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _describe(spec: Any) -> None:
+    if not spec.searches:
+        from sweeper import policy
+
+        click.echo(
+            f"sweep {spec.study}: {spec.dataset}; no search (budget.search_share 0): the "
+            f"first recipe trains {policy.TIMING_EPOCHS} epochs on {policy.TIMING_IMAGES} "
+            f"images to time itself, then the epochs that fit the rest of {spec.minutes:g} "
+            "min on all the training data"
+        )
+        return
     click.echo(
         f"sweep {spec.study}: {spec.dataset}, {', '.join(spec.families)}; "
         f"{spec.engine}/{spec.sampler}, pruner {spec.pruner}, {spec.trials} trials"

@@ -67,7 +67,7 @@ class SweepSpec:
     trials: int = 20
     timeout_minutes: float | None = None
     minutes: float | None = None  # the whole sweep's time, search and refit
-    search_share: float = 0.3  # of `minutes`, for the search
+    search_share: float = 0.3  # of `minutes`, for the search; 0: the first recipe alone
     max_epochs: int = 10
     target: float | None = None  # stop the sweep once a trial's metric reaches this
     seed: int = 0
@@ -119,6 +119,12 @@ class SweepSpec:
         return None if self.minutes is None else self.minutes * self.search_share
 
     @property
+    def searches(self) -> bool:
+        """False where `budget.search_share` is 0: the first recipe's one timing trial, then
+        its refit for the rest of `minutes` (where measured, a search did not pay)."""
+        return self.minutes is None or self.search_share > 0
+
+    @property
     def refit_from_minutes(self) -> bool:
         """Whether the refit's epochs are computed from the time left of `minutes`."""
         return self.minutes is not None and self.refit_epochs is None
@@ -144,6 +150,7 @@ class Overrides:
     target: float | None = None
     limit: int | None = None
     workers: int | str | None = None
+    search_share: float | None = None
 
     def apply(self, spec: SweepSpec) -> SweepSpec:
         """`spec` changed (`SweepSpec.with_overrides`); a smoke run's `limit` holds for
@@ -151,6 +158,8 @@ class Overrides:
         changed = spec.with_overrides(**dataclasses.asdict(self), refit_limit=self.limit)
         if expected := target_problem(changed.metric, changed.target):
             raise SweeperError(f"--target: expected {expected}. Received: {changed.target:g}")
+        if changed.search_share == 0 and changed.minutes is None:
+            raise SweeperError("--search-share 0 (no search): expected --minutes beside it")
         return changed
 
 
@@ -255,8 +264,14 @@ def _build(raw, path, problems) -> SweepSpec | None:
     timeout = _positive(budget, "timeout_minutes", None, (int, float), problem, "budget.")
     minutes = _positive(budget, "minutes", None, (int, float), problem, "budget.")
     search_share = budget.get("search_share", SweepSpec.search_share)
-    if not isinstance(search_share, (int, float)) or not 0 < search_share < 1:
-        problem("budget.search_share", "a fraction of budget.minutes between 0 and 1", search_share)
+    if not isinstance(search_share, (int, float)) or not 0 <= search_share < 1:
+        problem(
+            "budget.search_share",
+            "a fraction of budget.minutes from 0 (no search) to below 1",
+            search_share,
+        )
+    elif search_share == 0 and "minutes" not in budget:
+        problem("budget.search_share", "budget.minutes beside 0 (no search)", search_share)
     if "minutes" in budget and "timeout_minutes" in budget:
         problem(
             "budget.timeout_minutes",

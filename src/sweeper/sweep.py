@@ -276,15 +276,21 @@ class SweepRun:
         return kept[0]
 
     def probe(self) -> None:
-        """Before a fresh study's first trial, where `refit.min_epochs` plans the refit in
-        `budget.minutes`: times a few training steps of the first recipe here (seconds).
-        Where one trial and the floor's refit do not both fit, no search: the recipe's trial
-        runs on `TIMING_IMAGES` for `TIMING_EPOCHS`, to time the refit, which gets the rest
-        (a search cannot earn time it does not have)."""
+        """Before a fresh study's first trial, decides whether it searches at all. No
+        search where `budget.search_share` is 0, or where `refit.min_epochs` plans the
+        refit in `budget.minutes` and a few timed training steps of the first recipe show
+        that one trial and the floor's refit do not both fit (a search cannot earn time it
+        does not have): the recipe's trial runs on `TIMING_IMAGES` for `TIMING_EPOCHS`, to
+        time the refit, which gets the rest."""
+        if self.engine.trials():
+            return
+        if not self.spec.searches:
+            self._no_search("budget.search_share is 0")
+            return
         floor = self.spec.refit_min_epochs
         if not (floor and self.spec.refit_from_minutes and self.first_points):
             return
-        if self.engine.trials() or len(self.dataset.y_train) <= policy.TIMING_IMAGES:
+        if len(self.dataset.y_train) <= policy.TIMING_IMAGES:
             return
         assert self.ends_at is not None  # refit_from_minutes: budget.minutes
         family, point = self.first_points[0]
@@ -309,27 +315,34 @@ class SweepRun:
             tta=resolved["tta"],
             **speed,
         )
-        if no_room is None:
-            return
-        why = (
-            f"a {family} trial ({self.spec.max_epochs} epochs on {speed['trial_images']} "
-            f"images, ~{no_room[0] / 60:.1f} min) and the refit's {floor} epochs "
-            f"(refit.min_epochs, ~{no_room[1] / 60:.1f} min) do not both fit in "
-            f"{self.spec.minutes:g} minutes at {per_image * 1000:.1f} ms a training image here"
-        )
+        if no_room is not None:
+            self._no_search(
+                f"a {family} trial ({self.spec.max_epochs} epochs on {speed['trial_images']} "
+                f"images, ~{no_room[0] / 60:.1f} min) and the refit's {floor} epochs "
+                f"(refit.min_epochs, ~{no_room[1] / 60:.1f} min) do not both fit in "
+                f"{self.spec.minutes:g} minutes at {per_image * 1000:.1f} ms a training "
+                "image here"
+            )
+
+    def _no_search(self, why: str) -> None:
+        """The search is one trial of the first recipe (or, without one, one sampled
+        trial) on a sample, to time the refit; `why` is logged and tagged."""
+        trial = f"the {self.first_points[0][0]} recipe" if self.first_points else "one trial"
+        images = min(policy.TIMING_IMAGES, len(self.dataset.y_train))
         log.info(
-            "no search: %s; the %s recipe trains %d epochs on %d images to time the refit, "
+            "no search: %s; %s trains %d epochs on %d images to time the refit, "
             "which gets the rest",
             why,
-            family,
+            trial,
             policy.TIMING_EPOCHS,
-            policy.TIMING_IMAGES,
+            images,
         )
         self.tracked.later(
             lambda: tracking.set_tags(self.tracked.run.run_id, {names.NO_SEARCH: why})
         )
         self.first_points = self.first_points[:1]
-        self.dataset = self.dataset.sample(policy.TIMING_IMAGES, self.spec.seed)
+        if len(self.dataset.y_train) > images:
+            self.dataset = self.dataset.sample(images, self.spec.seed)
         self.timing_only = True
 
     def run_trial(

@@ -724,6 +724,11 @@ def test_a_search_share_of_0_trains_the_recipe_alone_without_probing(workdir, mo
     [refit] = [c for c in children if c.data.tags["kind"] == "refit"]
     assert trial.data.tags["baseline"] == "yes" and trial.data.params["train_size"] == "60"
     assert refit.data.tags["refit_of"] == trial.info.run_id
+    again = CliRunner().invoke(main, ["sweep", str(workdir / "alone.yaml")])
+    assert again.exit_code == 0, again.output
+    resumed = children_of(parent_of("alone").info.run_id)  # one parent still
+    # its one trial ran: no search starts
+    assert [c.info.run_id for c in resumed if c.data.tags["kind"] == "trial"] == [trial.info.run_id]
 
 
 def test_the_command_line_turns_a_files_search_on_and_off(workdir, monkeypatch):

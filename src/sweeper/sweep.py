@@ -281,11 +281,16 @@ class SweepRun:
         refit in `budget.minutes` and a few timed training steps of the first recipe show
         that one trial and the floor's refit do not both fit (a search cannot earn time it
         does not have): the recipe's trial runs on `TIMING_IMAGES` for `TIMING_EPOCHS`, to
-        time the refit, which gets the rest."""
-        if self.engine.trials():
-            return
+        time the refit, which gets the rest. Resumed without a search, a study with a
+        complete trial has none left to run."""
+        done = self.engine.trials()
         if not self.spec.searches:
-            self._no_search("budget.search_share is 0")
+            if any(t.state == COMPLETE for t in done):  # resumed: the rest is the refit's
+                self.policy.deadline = policy.now()
+            else:
+                self._no_search("budget.search_share is 0")
+            return
+        if done:
             return
         floor = self.spec.refit_min_epochs
         if not (floor and self.spec.refit_from_minutes and self.first_points):

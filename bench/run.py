@@ -687,7 +687,7 @@ def _searching(spec, search_share, section):
     body = yaml.safe_load(spec.text)
     if search_share is not None:
         body["budget"]["search_share"] = search_share
-    if not body["budget"].get("search_share", 1):
+    if (spec.search_share if search_share is None else search_share) == 0:
         raise SystemExit(
             f"{section}: {spec.dataset}'s file does not search (budget.search_share 0): "
             "give --search-share, e.g. 0.2"
@@ -771,10 +771,10 @@ WARM_RESULTS = ROOT / "bench" / "results" / "warm-start"
 def warm_start(data_dir, rows, dataset="fashion_mnist", seed=0, scale=1.0, search_share=None):
     """Two sweeps of sweeps/D.yaml in one fresh store at equal minutes (its `budget.minutes`
     x `scale`; `search_share` as search-gain's): the first cold (seed S), the second another
-    study (seed S + 1000) that starts from the first (`warm_start: all`). Appends both final models' test accuracy to
-    bench/results/warm-start/results.md, with the warm starts the second queued, why each
-    refitted what it did, and the difference's paired bootstrap interval over the test
-    images; the rows also pool every seed recorded so far."""
+    study (seed S + 1000) that starts from the first (`warm_start: all`). Appends both final
+    models' test accuracy to bench/results/warm-start/results.md, with the warm starts the
+    second queued, why each refitted what it did, and the difference's paired bootstrap
+    interval over the test images; the rows also pool every seed recorded so far."""
     from sweeper import config
 
     spec = config.load(ROOT / "sweeps" / f"{dataset}.yaml")

@@ -1,0 +1,84 @@
+"""Refit-like epochs of fashion_mnist's ResNet recipe, fed by Keras' array adapter (tf.data
+autotune on) or by `train.shuffled_batches` (autotune off), fits in the order given, in one
+process; per epoch its seconds and the cores busy (/proc/stat). Why refit epochs run at two
+speeds (docs/measurements.md).
+
+python bench/feed_probe.py arrays dataset arrays dataset [--data-dir DIR] [--images N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import keras
+
+from sweeper import config, data, devices, families, policy, schema, train
+from sweeper.sweep import _fixed
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 4
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(all ticks, idle + iowait ticks) of the machine so far."""
+    with open("/proc/stat") as stat:
+        ticks = list(map(int, stat.readline().split()[1:]))
+    return sum(ticks), ticks[3] + ticks[4]
+
+
+class CoresBusy(keras.callbacks.Callback):
+    """Prints each epoch's seconds and how many cores were busy on average."""
+
+    def __init__(self, arm: str):
+        super().__init__()
+        self.arm = arm
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started, self.ticks = time.perf_counter(), cpu_ticks()
+
+    def on_epoch_end(self, epoch, logs=None):
+        total, idle = (now - then for now, then in zip(cpu_ticks(), self.ticks, strict=True))
+        busy = os.cpu_count() * (total - idle) / max(total, 1)
+        seconds = time.perf_counter() - self.started
+        print(f"{self.arm} epoch {epoch} {seconds:.1f}s busy {busy:.2f} cores", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("arms", nargs="+", choices=("arrays", "dataset"))
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("SWEEPER_DATA_DIR", ROOT.parent / "shared" / "data")
+    )
+    parser.add_argument("--images", type=int, default=30_000)
+    args = parser.parse_args()
+    spec = config.load(ROOT / "sweeps" / "fashion_mnist.yaml")
+    family, point = policy.first_points(spec)[0]
+    params = schema.resolve(family, {**_fixed(spec.families[family]), **point})
+    keras.mixed_precision.set_global_policy(devices.precision("auto"))
+    dataset = data.load("fashion_mnist", data_dir=args.data_dir)
+    x, y = dataset.x_train[: args.images], dataset.y_train[: args.images]
+    batch = params["batch_size"]
+    for arm in args.arms:
+        keras.utils.set_random_seed(0)
+        model = families.get(family).build(params, dataset.input_shape, dataset.n_classes)
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        fed = (
+            {"x": x, "y": y, "batch_size": batch}
+            if arm == "arrays"
+            else {
+                "x": train.shuffled_batches(x, y, batch, EPOCHS, 0),
+                "steps_per_epoch": -(-len(y) // batch),
+            }
+        )
+        model.fit(**fed, epochs=EPOCHS, verbose=0, callbacks=[CoresBusy(arm)])
+
+
+if __name__ == "__main__":
+    main()

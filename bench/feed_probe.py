@@ -1,7 +1,8 @@
 """Refit-like epochs of fashion_mnist's ResNet recipe, fed by Keras' array adapter (tf.data
 autotune on) or by `train.shuffled_batches` (autotune off), fits in the order given, in one
-process; per epoch its seconds and the cores busy (/proc/stat). Why refit epochs run at two
-speeds (docs/measurements.md).
+process; per epoch its seconds, the cores busy (/proc/stat) and the seconds before its first
+batch (where Keras drops the epoch before's iterator). Why refit epochs ran at two speeds
+(docs/measurements.md).
 
 python bench/feed_probe.py arrays dataset arrays dataset [--data-dir DIR] [--images N]
 """
@@ -30,7 +31,8 @@ def cpu_ticks() -> tuple[int, int]:
 
 
 class CoresBusy(keras.callbacks.Callback):
-    """Prints each epoch's seconds and how many cores were busy on average."""
+    """Prints each epoch's seconds, how many cores were busy on average, and how long its
+    first batch waited."""
 
     def __init__(self, arm: str):
         super().__init__()
@@ -38,12 +40,21 @@ class CoresBusy(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started, self.ticks = time.perf_counter(), cpu_ticks()
+        self.first_batch = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.first_batch is None:
+            self.first_batch = time.perf_counter() - self.started
 
     def on_epoch_end(self, epoch, logs=None):
         total, idle = (now - then for now, then in zip(cpu_ticks(), self.ticks, strict=True))
         busy = os.cpu_count() * (total - idle) / max(total, 1)
         seconds = time.perf_counter() - self.started
-        print(f"{self.arm} epoch {epoch} {seconds:.1f}s busy {busy:.2f} cores", flush=True)
+        print(
+            f"{self.arm} epoch {epoch} {seconds:.1f}s busy {busy:.2f} cores, "
+            f"first batch after {self.first_batch:.1f}s",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -75,6 +86,7 @@ def main() -> None:
             else {
                 "x": train.shuffled_batches(x, y, batch, EPOCHS, 0),
                 "steps_per_epoch": -(-len(y) // batch),
+                "shuffle": False,  # it shuffles itself
             }
         )
         model.fit(**fed, epochs=EPOCHS, verbose=0, callbacks=[CoresBusy(arm)])

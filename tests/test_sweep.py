@@ -717,6 +717,7 @@ def test_a_search_share_of_0_trains_the_recipe_alone_without_probing(workdir, mo
     assert "no search: budget.search_share is 0; the cnn recipe trains 2 epochs on 60" in (
         result.output
     )
+    assert "(timing the refit, no search)" in result.output and "finished)" not in result.output
     parent = parent_of("alone")
     assert parent.data.tags["no_search"] == "budget.search_share is 0"
     children = children_of(parent.info.run_id)

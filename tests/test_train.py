@@ -3,6 +3,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from sweeper import data, policy, schema, train
 from sweeper.errors import SweeperError
@@ -69,6 +70,27 @@ def test_each_epochs_validation_is_timed_apart_from_its_training(mnist):
     assert all(0 < v < result.train_seconds / 3 for v in result.val_seconds)
     refit = train.train("mlp", {"units": 8}, mnist.merged(), epochs=2, seed=0)
     assert refit.val_seconds == []  # no validation
+
+
+def test_every_fit_and_prediction_reads_a_dataset_that_is_not_autotuned(mnist, monkeypatch):
+    """Keras' array adapter autotunes, and dropping its iterator at the next epoch could wait
+    out the tuner's sleep (tens of seconds): every feed is sweeper's own, untuned."""
+    fed = []
+
+    def spy(method):
+        def recorded(self, *args, **kwargs):
+            fed.append(args[0] if args else kwargs["x"])
+            fed.extend([kwargs["validation_data"]] if kwargs.get("validation_data") else [])
+            return method(self, *args, **kwargs)
+
+        return recorded
+
+    monkeypatch.setattr(keras.Model, "fit", spy(keras.Model.fit))
+    monkeypatch.setattr(keras.Model, "predict", spy(keras.Model.predict))
+    train.train("mlp", {"units": 8, "tta": "flip"}, mnist, epochs=2, seed=0)
+    assert len(fed) == 5  # training, validation, test, and the test's two TTA views
+    assert all(isinstance(f, tf.data.Dataset) for f in fed), fed
+    assert not any(f.options().autotune.enabled for f in fed)
 
 
 def test_same_seed_same_result(mnist):

@@ -27,9 +27,13 @@ from sweeper.metrics import evaluate
 PRUNING_STOPS = ("diverged", policy.AT_CHANCE)
 # `latency_ms`: single-image predictions timed after a warm-up; their median is logged.
 LATENCY_WARMUP, LATENCY_CALLS = 10, 50
-# Batches read ahead of training from disk (a batch of 128 rows reads in ~1 ms at 32 px),
-# with tf.data's autotuning off: with it, a fit fed by `tf.numpy_function` returned 2.4-2.9 s
-# after its last epoch in 4 of 13 runs here (the iterator's teardown), in none of 8 without.
+# Every fit, validation and prediction reads its images through sweeper's own tf.data
+# pipelines, two batches ahead (a batch of 128 rows reads from disk in ~1 ms at 32 px), with
+# tf.data's autotuning off. Keras' array adapter autotunes, and dropping an autotuned
+# iterator waits out its tuning thread's sleep (up to 60 s) when it is not woken: dumped
+# here in the middle of such an idle wait, that added ~37 s to 45 s epochs and ~55 s to 88 s
+# ones after the first epoch of a fit, whose iterator no earlier one was dropped in
+# (docs/measurements.md, "Why some epochs took longer").
 BATCHES_IN_FLIGHT = 2
 _NOT_AUTOTUNED = tf.data.Options()
 _NOT_AUTOTUNED.autotune.enabled = False
@@ -239,10 +243,7 @@ def train(
     test = evaluate(probs, dataset.y_test, p["loss"])
     if p["tta"] != "none":  # scored beside test_accuracy; selection never reads it
         views = np.concatenate(
-            [
-                tta(lambda x: model.predict(x, batch_size=512, verbose=0), chunk, p["tta"])
-                for chunk in chunks(dataset.x_test)
-            ]
+            [tta(lambda x: predict(model, x), chunk, p["tta"]) for chunk in chunks(dataset.x_test)]
         )
         test["test_accuracy_tta"] = float(np.mean(views.argmax(1) == dataset.y_test))
     images = len(dataset.y_train) * len(history.get("loss", []))
@@ -313,8 +314,8 @@ def shuffled_batches(
     )
 
 
-def in_order(x: DiskImages, y: np.ndarray | None, batch_size: int) -> tf.data.Dataset:
-    """Batches of images read from disk in order (with their labels, unless None): for
+def in_order(x: Images, y: np.ndarray | None, batch_size: int) -> tf.data.Dataset:
+    """Batches of images from memory or disk in order (with their labels, unless None): for
     validation and prediction."""
     gather = _gatherer(x)
     positions = tf.data.Dataset.range(len(x)).batch(batch_size)
@@ -344,9 +345,7 @@ def _gatherer(x: Images) -> Callable[[tf.Tensor], tf.Tensor]:
 
 def predict(model: keras.Model, x: Images, batch_size: int = 512) -> np.ndarray:
     """Class probabilities for images in memory or on disk."""
-    if isinstance(x, DiskImages):
-        return model.predict(in_order(x, None, batch_size), verbose=0)
-    return model.predict(x, batch_size=batch_size, verbose=0)
+    return model.predict(in_order(x, None, batch_size), verbose=0)
 
 
 def chunks(x: Images, size: int = 4096) -> Iterator[np.ndarray]:
@@ -359,23 +358,17 @@ def chunks(x: Images, size: int = 4096) -> Iterator[np.ndarray]:
 
 
 def _inputs(p, x, y, epochs, seed) -> dict:
-    """`fit`'s training inputs: the arrays, or a dataset that reads them from disk and/or
-    mirrors them alternately (it holds all the epochs: Keras keeps its iterator across
-    them)."""
-    alternate = p["flip"] == ALTERNATING
-    if not alternate and not isinstance(x, DiskImages):
-        return {"x": x, "y": y, "batch_size": p["batch_size"]}
+    """`fit`'s training inputs: one dataset for all the epochs (Keras keeps its iterator
+    across them), read from memory or disk, mirrored alternately where `flip` says so."""
     return {
-        "x": shuffled_batches(x, y, p["batch_size"], epochs, seed, alternate),
+        "x": shuffled_batches(x, y, p["batch_size"], epochs, seed, p["flip"] == ALTERNATING),
         "steps_per_epoch": math.ceil(len(y) / p["batch_size"]),
         "shuffle": False,  # it shuffles itself
     }
 
 
 def _validation(x, y, batch_size):
-    if not len(y):
-        return None
-    return in_order(x, y, batch_size) if isinstance(x, DiskImages) else (x, y)
+    return in_order(x, y, batch_size) if len(y) else None
 
 
 def make_optimizer(

@@ -1,8 +1,8 @@
-"""Refit-like epochs of fashion_mnist's ResNet recipe, fed by Keras' array adapter (tf.data
-autotune on) or by `train.shuffled_batches` (autotune off), fits in the order given, in one
-process; per epoch its seconds, the cores busy (/proc/stat) and the seconds before its first
-batch (where Keras drops the epoch before's iterator). Why refit epochs ran at two speeds
-(docs/measurements.md).
+"""Refit-like epochs of fashion_mnist's ResNet recipe (its loss, smoothed targets), fed by
+Keras' array adapter (tf.data autotune on) or by `train.shuffled_batches` (autotune off),
+fits in the order given, in one process; per epoch its seconds, the cores busy
+(/proc/stat), the seconds before its first batch (where Keras drops the epoch before's
+iterator) and the rest. Why refit epochs ran at two speeds (docs/measurements.md).
 
 python bench/feed_probe.py arrays dataset arrays dataset [--data-dir DIR] [--images N]
 """
@@ -52,7 +52,8 @@ class CoresBusy(keras.callbacks.Callback):
         seconds = time.perf_counter() - self.started
         print(
             f"{self.arm} epoch {epoch} {seconds:.1f}s busy {busy:.2f} cores, "
-            f"first batch after {self.first_batch:.1f}s",
+            f"first batch after {self.first_batch:.1f}s, "
+            f"the rest {seconds - self.first_batch:.1f}s",
             flush=True,
         )
 
@@ -70,14 +71,15 @@ def main() -> None:
     params = schema.resolve(family, {**_fixed(spec.families[family]), **point})
     keras.mixed_precision.set_global_policy(devices.precision("auto"))
     dataset = data.load("fashion_mnist", data_dir=args.data_dir)
-    x, y = dataset.x_train[: args.images], dataset.y_train[: args.images]
+    x = dataset.x_train[: args.images]
+    y = train._targets(params, dataset.y_train[: args.images], dataset.n_classes)  # smoothed
     batch = params["batch_size"]
     for arm in args.arms:
         keras.utils.set_random_seed(0)
         model = families.get(family).build(params, dataset.input_shape, dataset.n_classes)
         model.compile(
             optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
-            loss="sparse_categorical_crossentropy",
+            loss=train._loss(params),
             metrics=["accuracy"],
         )
         fed = (

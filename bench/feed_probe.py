@@ -73,7 +73,6 @@ def main() -> None:
     dataset = data.load("fashion_mnist", data_dir=args.data_dir)
     x = dataset.x_train[: args.images]
     y = train._targets(params, dataset.y_train[: args.images], dataset.n_classes)  # smoothed
-    batch = params["batch_size"]
     for arm in args.arms:
         keras.utils.set_random_seed(0)
         model = families.get(family).build(params, dataset.input_shape, dataset.n_classes)
@@ -83,13 +82,9 @@ def main() -> None:
             metrics=["accuracy"],
         )
         fed = (
-            {"x": x, "y": y, "batch_size": batch}
+            {"x": x, "y": y, "batch_size": params["batch_size"]}
             if arm == "arrays"
-            else {
-                "x": train.shuffled_batches(x, y, batch, EPOCHS, 0),
-                "steps_per_epoch": -(-len(y) // batch),
-                "shuffle": False,  # it shuffles itself
-            }
+            else train._inputs(params, x, y, EPOCHS, 0)  # what a refit is fed
         )
         model.fit(**fed, epochs=EPOCHS, verbose=0, callbacks=[CoresBusy(arm)])
 

@@ -374,14 +374,14 @@ class SweepRun:
         if late := self.policy.too_late_for(family, params):
             log.info("trial %s (%s) not started: the study %s", label, _short(params), late)
             raise NotStarted(late)
-        # Counts finished trials: a failed one does not use the budget.
-        progress = f"{policy.finished(self.engine.trials())} of {spec.trials} finished"
-        log.info(
+        log.info(  # counts finished trials: a failed one does not use the budget
             "trial %s%s: %s (%s)",
             label,
             " (baseline)" if is_baseline else "",
             _short(params),
-            "timing the refit, no search" if self.timing_only else progress,
+            "timing the refit, no search"
+            if self.timing_only
+            else f"{policy.finished(self.engine.trials())} of {spec.trials} finished",
         )
         started = time.perf_counter()
         should_prune = None

@@ -29,11 +29,10 @@ PRUNING_STOPS = ("diverged", policy.AT_CHANCE)
 LATENCY_WARMUP, LATENCY_CALLS = 10, 50
 # Every fit, validation and prediction reads its images through sweeper's own tf.data
 # pipelines, two batches ahead (a batch of 128 rows reads from disk in ~1 ms at 32 px), with
-# tf.data's autotuning off. Keras' array adapter autotunes, and dropping an autotuned
-# iterator waits out its tuning thread's sleep (up to 60 s) when it is not woken: dumped
-# here in the middle of such an idle wait, that added ~37 s to 45 s epochs and ~55 s to 88 s
-# ones after the first epoch of a fit, whose iterator no earlier one was dropped in
-# (docs/measurements.md, "Why some epochs took longer").
+# tf.data's autotuning off. Keras' array adapter autotunes and makes an iterator each epoch;
+# dropping one waited out its tuning thread's sleep (up to 60 s) at the start of every epoch
+# after a fit's first: 35-56 s idle on 45-88 s epochs here (docs/measurements.md, "Why
+# later epochs took longer").
 BATCHES_IN_FLIGHT = 2
 _NOT_AUTOTUNED = tf.data.Options()
 _NOT_AUTOTUNED.autotune.enabled = False

@@ -187,6 +187,15 @@ def test_a_valid_file_loads_into_a_spec(tmp_path):
             {"families": {"cnn": {"batch_size": {"int": [16, 1073741824]}}}},
             "families.cnn.batch_size: expected a number <= 65536 for every value",
         ),
+        (
+            {
+                "families": {
+                    "cnn": {"weight_decay": 5e-4, "lr_weight_decay": {"float": [1e-4, 4e-4]}}
+                }
+            },
+            "families.cnn.lr_weight_decay: expected weight_decay or lr_weight_decay (their "
+            "product with learning_rate), not both",
+        ),
     ],
 )
 def test_each_mistake_names_its_field_and_what_was_expected(tmp_path, changes, expected):

@@ -9,7 +9,8 @@ from sweeper.engines.base import COMPLETE, FAILED, PRUNED, RUNNING, PastTrial
 
 def spec(**changes):
     return SweepSpec(
-        path="x.yaml", dataset="mnist", families={"mlp": {"units": space.Fixed(8)}}, **changes
+        **{"path": "x.yaml", "dataset": "mnist", "families": {"mlp": {"units": space.Fixed(8)}}}
+        | changes
     )
 
 
@@ -303,3 +304,17 @@ def test_one_family_is_kept_once_every_other_is_behind_beyond_noise():
     ahead = [trials(0.70)[0], PastTrial(1, PRUNED, 0.85, family="cnn")]
     assert policy.family_to_keep(ahead, families, "maximize", 7500) is None
     assert policy.family_to_keep([ahead[1]], families, "maximize", 7500) is None  # no leader
+
+
+def test_the_recipe_runs_first_in_a_space_over_the_coupled_decay():
+    coupled = {
+        "learning_rate": space.Float(0.05, 0.4, log=True),
+        "lr_weight_decay": space.Float(1e-4, 4e-4, log=True),
+    }
+    recipe_first = spec(dataset="cifar10", families={"resnet": coupled})
+    assert policy.first_points(recipe_first) == [
+        ("resnet", {"learning_rate": 0.4, "lr_weight_decay": 2e-4})
+    ]
+    # the recipe's 0.4 x 5e-4 lies outside a space over smaller products: nothing to enqueue
+    narrow = {**coupled, "lr_weight_decay": space.Float(1e-5, 1e-4, log=True)}
+    assert policy.first_points(spec(dataset="cifar10", families={"resnet": narrow})) == []

@@ -41,3 +41,29 @@ def test_a_float_parameter_takes_an_int_and_text_comes_back_typed():
     assert schema.from_text("cnn", "filters", "32") == 32
     assert schema.from_text("cnn", "dropout", "0.25") == 0.25
     assert schema.from_text("cnn", "optimizer", "adam") == "adam"
+
+
+def test_lr_weight_decay_sets_weight_decay_so_the_decay_per_step_stays_put():
+    p = schema.resolve("resnet", {"learning_rate": 0.4, "lr_weight_decay": 2e-4})
+    assert p["weight_decay"] == pytest.approx(5e-4)
+    half = schema.resolve("resnet", {"learning_rate": 0.2, "lr_weight_decay": 2e-4})
+    assert half["weight_decay"] == pytest.approx(1e-3)
+    # a logged run gives both back: they agree, so it resolves the same
+    assert (
+        schema.resolve(
+            "resnet", {k: p[k] for k in ("learning_rate", "weight_decay", "lr_weight_decay")}
+        )
+        == p
+    )
+    with pytest.raises(SweeperError, match="weight_decay or lr_weight_decay"):
+        schema.resolve(
+            "resnet", {"learning_rate": 0.4, "lr_weight_decay": 2e-4, "weight_decay": 1e-3}
+        )
+    assert schema.resolve("resnet", {"weight_decay": 1e-3})["weight_decay"] == 1e-3  # 0: as given
+
+
+def test_a_recipe_is_expressed_in_the_coupled_parameter_where_a_space_searches_it():
+    recipe = {"learning_rate": 0.4, "weight_decay": 5e-4, "width": 32}
+    coupled = schema.in_terms_of({"learning_rate", "lr_weight_decay"}, recipe)
+    assert coupled == {"learning_rate": 0.4, "width": 32, "lr_weight_decay": 2e-4}
+    assert schema.in_terms_of({"learning_rate", "weight_decay"}, recipe) == recipe

@@ -486,6 +486,12 @@ def _families(raw, problem) -> space.SearchSpace:
                 problem(field_path, expected, entry)
             else:
                 parsed[family][name] = param
+        if {"weight_decay", "lr_weight_decay"} <= set(params):
+            problem(
+                f"families.{family}.lr_weight_decay",
+                "weight_decay or lr_weight_decay (their product with learning_rate), not both",
+                params["lr_weight_decay"],
+            )
     return parsed
 
 

@@ -191,7 +191,9 @@ def first_points(spec: SweepSpec) -> list[tuple[str, dict]]:
         recipe = baselines.for_family(family, spec.dataset)
         if recipe is None:
             continue
-        point = space.baseline_point(params, recipe.params, schema.defaults(family))
+        point = space.baseline_point(
+            params, schema.in_terms_of(params, recipe.params), schema.defaults(family)
+        )
         if point is not None:
             points.append((family, point))
     return points

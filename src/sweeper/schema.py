@@ -9,7 +9,7 @@ checked before TensorFlow loads.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -145,6 +145,18 @@ TRAINING = _params(
         "decoupled weight decay of the optimizer (AdamW-style)",
         low=0.0,
         high=0.1,
+    ),
+    Param(
+        "lr_weight_decay",
+        float,
+        0.0,
+        "learning_rate x weight_decay: the share of each weight that Keras' decoupled decay "
+        "removes per step at the peak learning rate. Above 0 it sets weight_decay to "
+        "lr_weight_decay / learning_rate, so a space over learning_rate and this moves the "
+        "step size at an unchanged decay per step (the two are coupled); 0: weight_decay "
+        "as given",
+        low=0.0,
+        high=0.01,
     ),
     Param(
         "ema_momentum",
@@ -423,7 +435,28 @@ def resolve(family: str, values: dict[str, Any]) -> dict[str, Any]:
     for name, value in values.items():
         if expected := known[name].problem(value):
             raise SweeperError(f"{family}.{name}: expected {expected}. Received: {value!r}")
-    return {**defaults(family), **values}
+    full = {**defaults(family), **values}
+    if full["lr_weight_decay"]:
+        derived = full["lr_weight_decay"] / full["learning_rate"]
+        # a logged run gives both back; only a weight_decay that disagrees is refused
+        if "weight_decay" in values and not math.isclose(values["weight_decay"], derived):
+            raise SweeperError(
+                f"{family}: weight_decay or lr_weight_decay (weight_decay x learning_rate), "
+                "not both"
+            )
+        full["weight_decay"] = derived
+    return full
+
+
+def in_terms_of(names: Collection[str], values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (a recipe) in the parameters `names` (a space) searches: its weight_decay
+    as lr_weight_decay, times its learning rate, where the space searches the product."""
+    if "lr_weight_decay" not in names or "lr_weight_decay" in values:
+        return values
+    full = {**{name: p.default for name, p in TRAINING.items()}, **values}
+    product = float(f"{full['weight_decay'] * full['learning_rate']:.10g}")
+    rest = {name: value for name, value in values.items() if name != "weight_decay"}
+    return {**rest, "lr_weight_decay": product}
 
 
 def from_text(family: str, name: str, text: str) -> Any:

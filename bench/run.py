@@ -8,6 +8,7 @@ python bench/run.py --only search-gain --dataset D --arm sweep|recipe --seed S [
 python bench/run.py --only warm-start --dataset D --seed S [--scale F] [--search-share F]
 python bench/run.py --only fidelity --dataset D [--configs N] [--seed S] [--short-limit N]
     [--short-epochs N] [--long-epochs N]
+python bench/run.py --only coupled --dataset D [--configs N] [--seed S]
 
 Prints a Markdown table and writes it to bench/results/DATE-HOST-SECTIONS-HHMM.md.
 """
@@ -19,6 +20,7 @@ import dataclasses
 import datetime
 import functools
 import json
+import math
 import os
 import platform
 import resource
@@ -868,11 +870,9 @@ def fidelity(
     configuration (every value, defaults too) and fidelity, and a later call trains only
     what is missing: calls with other short fidelities reuse the long runs, so fidelities
     compare on the same configurations."""
-    import optuna
     from scipy.stats import spearmanr
 
-    from sweeper import config, data, devices, policy, schema, space, train
-    from sweeper.engines.optuna_engine import suggest
+    from sweeper import config, data, devices, policy, schema, train
 
     spec = config.load(ROOT / "sweeps" / f"{dataset}.yaml")
     short_limit = spec.limit if short_limit is None else short_limit or None  # 0: all
@@ -884,19 +884,7 @@ def fidelity(
     recipes = [
         (family, _with_fixed(spec, family, point)) for family, point in policy.first_points(spec)
     ]
-    points = list(recipes)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line for the study in memory
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    while len(points) < configs:
-        trial = study.ask()
-        family = trial.suggest_categorical("family", list(spec.families))
-        searched = {
-            name: suggest(trial, space.qualified(family, name), p)
-            for name, p in spec.families[family].items()
-            if not isinstance(p, space.Fixed)
-        }
-        points.append((family, _with_fixed(spec, family, searched)))
-    points = points[:configs]
+    points = (recipes + _drawn(spec, configs, seed))[:configs]
 
     FIDELITY_RESULTS.mkdir(parents=True, exist_ok=True)
     store = FIDELITY_RESULTS / f"{dataset}.json"
@@ -959,12 +947,141 @@ def fidelity(
     )
 
 
+def _drawn(spec, count, seed):
+    """`count` whole configurations of `spec`'s space, drawn by Optuna's RandomSampler
+    (`seed`) as the engine draws them: the family first."""
+    import optuna
+
+    from sweeper import space
+    from sweeper.engines.optuna_engine import suggest
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line for the study in memory
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    points = []
+    for _ in range(count):
+        trial = study.ask()
+        family = trial.suggest_categorical("family", list(spec.families))
+        searched = {
+            name: suggest(trial, space.qualified(family, name), p)
+            for name, p in spec.families[family].items()
+            if not isinstance(p, space.Fixed)
+        }
+        points.append((family, _with_fixed(spec, family, searched)))
+    return points
+
+
 def _with_fixed(spec, family, point):
     """A point of the family's space with the file's fixed values: one whole configuration."""
     from sweeper import space
 
     fixed = {k: p.value for k, p in spec.families[family].items() if isinstance(p, space.Fixed)}
     return {**fixed, **point}
+
+
+# --- 12. a space over the coupled decay (issue 21, 3b) ---------------------------------------
+
+COUPLED_RESULTS = ROOT / "bench" / "results" / "coupled"
+
+
+def coupled(data_dir, rows, dataset="fashion_mnist", configs=8, seed=0):
+    """Do draws from a space over learning_rate and lr_weight_decay (their product, the
+    decay per step) train better short trials than draws over learning_rate and
+    weight_decay apart? The file's first family alone: CONFIGS points drawn by Optuna's
+    RandomSampler (SEED) from its space as written, and the same draws from that space with
+    weight_decay's range replaced by lr_weight_decay over the same log-width centred on the
+    recipe's product (the same seed draws the same learning rate and the same place in
+    either range: pairs). Each trains as the search's trial does (`max_epochs` on
+    `data.limit` images, validation accuracy), the recipe once, pairs interleaved. Kept in
+    bench/results/coupled/D.json as each ends; a later call trains only what is missing."""
+    from sweeper import baselines, config, data, devices, metrics, policy, schema, space, train
+
+    spec = config.load(ROOT / "sweeps" / f"{dataset}.yaml")
+    family, written = next(iter(spec.families.items()))
+    decay = written.get("weight_decay")
+    if not isinstance(decay, space.Float) or not decay.log:
+        raise SystemExit(f"coupled: {dataset}'s {family} searches no weight_decay on a log range")
+    recipe = baselines.for_family(family, dataset).params
+    product = recipe["learning_rate"] * recipe["weight_decay"]
+    half_width = math.sqrt(decay.high / decay.low)
+    product_range = space.Float(
+        float(f"{product / half_width:.3g}"), float(f"{product * half_width:.3g}"), log=True
+    )
+    # in weight_decay's place: the sampler draws the parameters in this order
+    coupled_space = {
+        ("lr_weight_decay" if name == "weight_decay" else name): product_range
+        if name == "weight_decay"
+        else p
+        for name, p in written.items()
+    }
+    arms = {
+        "apart": _drawn(dataclasses.replace(spec, families={family: written}), configs, seed),
+        "coupled": _drawn(
+            dataclasses.replace(spec, families={family: coupled_space}), configs, seed
+        ),
+    }
+    COUPLED_RESULTS.mkdir(parents=True, exist_ok=True)
+    store = COUPLED_RESULTS / f"{dataset}.json"
+    records = json.loads(store.read_text()) if store.exists() else {}
+    dataset_ = data.load(dataset, data_dir=data_dir, limit=spec.limit, seed=spec.seed)
+    precision = devices.precision(spec.precision)
+    order = [("recipe", _with_fixed(spec, family, dict(policy.first_points(spec))[family]))] + [
+        (arm, arms[arm][i][1]) for i in range(configs) for arm in arms
+    ]
+    for arm, params in order:
+        key = json.dumps([family, schema.resolve(family, params)], sort_keys=True)
+        if key not in records:
+            result = train.train(
+                family,
+                params,
+                dataset_,
+                epochs=spec.max_epochs,
+                seed=spec.seed,
+                precision=precision,
+            )
+            records[key] = {
+                "arm": arm,
+                "params": params,
+                "score": result.score("val_accuracy"),
+                "seconds": round(result.train_seconds, 1),
+            }
+            store.write_text(json.dumps(records, indent=1))
+        print(f"{arm} {params}: {records[key]['score']:.4f}", file=sys.stderr, flush=True)
+
+    def scores(arm):
+        keys = [
+            json.dumps([family, schema.resolve(family, p)], sort_keys=True)
+            for a, p in order
+            if a == arm
+        ]
+        return np.nan_to_num([records[k]["score"] for k in keys], nan=0.0)
+
+    base = float(scores("recipe")[0])
+    noise = metrics.standard_error(base, len(dataset_.y_val))
+    for arm in arms:
+        got = scores(arm)
+        rows.append(
+            (
+                f"coupled: {dataset} {family}, {arm}, {configs} draws (seed {seed})",
+                f"{np.median(got):.4f}",
+                f"median validation accuracy; best {got.max():.4f}, worst {got.min():.4f}, "
+                f"{int((got >= base - 2 * noise).sum())} within 2 s.e. of the recipe's "
+                f"{base:.4f} or above (s.e. {noise:.4f}); "
+                + (
+                    f"lr_weight_decay {coupled_space['lr_weight_decay'].low:g}-"
+                    f"{coupled_space['lr_weight_decay'].high:g}"
+                    if arm == "coupled"
+                    else f"weight_decay {decay.low:g}-{decay.high:g}"
+                ),
+            )
+        )
+    difference = scores("coupled") - scores("apart")
+    rows.append(
+        (
+            f"coupled: {dataset} {family}, coupled - apart, paired by draw",
+            f"{difference.mean():+.4f}",
+            f"mean of {configs} pairs, s.e. {difference.std(ddof=1) / math.sqrt(configs):.4f}",
+        )
+    )
 
 
 def write_jpeg_folder(root: Path, images: int, side: int, classes: int = 10) -> Path:
@@ -1084,6 +1201,7 @@ SECTIONS = {
     "image-cache": image_cache_section,
     "warm-start": warm_start,
     "fidelity": fidelity,
+    "coupled": coupled,
 }
 
 
@@ -1112,7 +1230,9 @@ def main():
         help="search-gain's and warm-start's, for the file's budget.search_share",
     )
     parser.add_argument("--images", type=int, default=100_000, help="image-cache's folder")
-    parser.add_argument("--configs", type=int, default=8, help="fidelity's configurations")
+    parser.add_argument(
+        "--configs", type=int, default=8, help="fidelity's configurations, coupled's draws"
+    )
     parser.add_argument("--short-limit", type=int, help="fidelity's short trial's images (0: all)")
     parser.add_argument("--short-epochs", type=int, help="fidelity's short trial's epochs")
     parser.add_argument("--long-epochs", type=int, help="fidelity's refit epochs")
@@ -1132,6 +1252,7 @@ def main():
             "search-gain": gain,
             "warm-start": {k: gain[k] for k in ("dataset", "seed", "scale", "search_share")},
             "image-cache": {"images": args.images},
+            "coupled": {"dataset": args.dataset, "seed": args.seed, "configs": args.configs},
             "fidelity": {
                 "dataset": args.dataset,
                 "seed": args.seed,

@@ -993,25 +993,27 @@ def coupled(data_dir, rows, dataset="fashion_mnist", configs=8, seed=0):
     either range: pairs). Each trains as the search's trial does (`max_epochs` on
     `data.limit` images, validation accuracy), the recipe once, pairs interleaved. Kept in
     bench/results/coupled/D.json as each ends; a later call trains only what is missing."""
-    from sweeper import baselines, config, data, devices, metrics, policy, schema, space, train
+    from sweeper import config, data, devices, metrics, policy, schema, space, train
 
     spec = config.load(ROOT / "sweeps" / f"{dataset}.yaml")
     family, written = next(iter(spec.families.items()))
     decay = written.get("weight_decay")
     if not isinstance(decay, space.Float) or not decay.log:
         raise SystemExit(f"coupled: {dataset}'s {family} searches no weight_decay on a log range")
-    recipe = baselines.for_family(family, dataset).params
-    product = recipe["learning_rate"] * recipe["weight_decay"]
+    recipe = _with_fixed(spec, family, dict(policy.first_points(spec))[family])
+    product = schema.in_terms_of({"lr_weight_decay"}, recipe)["lr_weight_decay"]
     half_width = math.sqrt(decay.high / decay.low)
     product_range = space.Float(
         float(f"{product / half_width:.3g}"), float(f"{product * half_width:.3g}"), log=True
     )
     # in weight_decay's place: the sampler draws the parameters in this order
-    coupled_space = {
-        ("lr_weight_decay" if name == "weight_decay" else name): product_range
-        if name == "weight_decay"
-        else p
+    coupled_space = dict(
+        ("lr_weight_decay", product_range) if name == "weight_decay" else (name, p)
         for name, p in written.items()
+    )
+    ranges = {
+        "apart": f"weight_decay {decay.low:g}-{decay.high:g}",
+        "coupled": f"lr_weight_decay {product_range.low:g}-{product_range.high:g}",
     }
     arms = {
         "apart": _drawn(dataclasses.replace(spec, families={family: written}), configs, seed),
@@ -1024,11 +1026,11 @@ def coupled(data_dir, rows, dataset="fashion_mnist", configs=8, seed=0):
     records = json.loads(store.read_text()) if store.exists() else {}
     dataset_ = data.load(dataset, data_dir=data_dir, limit=spec.limit, seed=spec.seed)
     precision = devices.precision(spec.precision)
-    order = [("recipe", _with_fixed(spec, family, dict(policy.first_points(spec))[family]))] + [
-        (arm, arms[arm][i][1]) for i in range(configs) for arm in arms
-    ]
+    order = [("recipe", recipe)] + [(arm, arms[arm][i][1]) for i in range(configs) for arm in arms]
+    keys: dict[str, list[str]] = {"recipe": [], **{arm: [] for arm in arms}}
     for arm, params in order:
         key = json.dumps([family, schema.resolve(family, params)], sort_keys=True)
+        keys[arm].append(key)
         if key not in records:
             result = train.train(
                 family,
@@ -1048,12 +1050,7 @@ def coupled(data_dir, rows, dataset="fashion_mnist", configs=8, seed=0):
         print(f"{arm} {params}: {records[key]['score']:.4f}", file=sys.stderr, flush=True)
 
     def scores(arm):
-        keys = [
-            json.dumps([family, schema.resolve(family, p)], sort_keys=True)
-            for a, p in order
-            if a == arm
-        ]
-        return np.nan_to_num([records[k]["score"] for k in keys], nan=0.0)
+        return np.nan_to_num([records[k]["score"] for k in keys[arm]], nan=0.0)
 
     base = float(scores("recipe")[0])
     noise = metrics.standard_error(base, len(dataset_.y_val))
@@ -1065,13 +1062,7 @@ def coupled(data_dir, rows, dataset="fashion_mnist", configs=8, seed=0):
                 f"{np.median(got):.4f}",
                 f"median validation accuracy; best {got.max():.4f}, worst {got.min():.4f}, "
                 f"{int((got >= base - 2 * noise).sum())} within 2 s.e. of the recipe's "
-                f"{base:.4f} or above (s.e. {noise:.4f}); "
-                + (
-                    f"lr_weight_decay {coupled_space['lr_weight_decay'].low:g}-"
-                    f"{coupled_space['lr_weight_decay'].high:g}"
-                    if arm == "coupled"
-                    else f"weight_decay {decay.low:g}-{decay.high:g}"
-                ),
+                f"{base:.4f} or above (s.e. {noise:.4f}); {ranges[arm]}",
             )
         )
     difference = scores("coupled") - scores("apart")

@@ -4,7 +4,7 @@ python bench/run.py [--only overhead,startup,levers,tta,workers,documented,ablat
     image-cache]
     [--data-dir DIR]
 python bench/run.py --only search-gain --dataset D --arm sweep|recipe --seed S [--scale F]
-    [--search-share F]
+    [--search-share F] [--width W]
 python bench/run.py --only warm-start --dataset D --seed S [--scale F] [--search-share F]
 python bench/run.py --only fidelity --dataset D [--configs N] [--seed S] [--short-limit N]
     [--short-epochs N] [--long-epochs N]
@@ -620,16 +620,24 @@ GAIN_RESULTS = ROOT / "bench" / "results" / "search-gain"
 
 
 def search_gain(
-    data_dir, rows, dataset="fashion_mnist", arm="sweep", seed=0, scale=1.0, search_share=None
+    data_dir,
+    rows,
+    dataset="fashion_mnist",
+    arm="sweep",
+    seed=0,
+    scale=1.0,
+    search_share=None,
+    width=None,
 ):
     """One dataset, arm and seed per call, from a fresh store, appended to
     bench/results/search-gain/results.md with each test image's hit (.npy) for the paired
     interval. Arm "sweep": sweeps/D.yaml as written (its `budget.minutes` x `scale`). Arm
     "recipe": the same file's first family's recipe alone for the same minutes: one
     2-epoch trial on 2,000 images (the refit plan needs a measured speed), then all the
-    rest refit time. The sweep's log goes beside the results. Then every dataset with both
-    arms of a seed gets its rows: each arm's mean, the difference, and a paired bootstrap
-    interval over the test images."""
+    rest refit time; with `width`, that recipe at another width for the same minutes (arm
+    "recipe_widthW": width against epochs at equal time). The sweep's log goes beside the
+    results. Then every dataset with an arm and the recipe alone of a seed gets its rows:
+    each arm's mean, the difference, and a paired bootstrap interval over the test images."""
     from sweeper import config, policy
 
     spec = config.load(ROOT / "sweeps" / f"{dataset}.yaml")
@@ -641,9 +649,14 @@ def search_gain(
     body["seed"] = seed
     body["study"] = f"gain-{arm}-{seed}"
     body["budget"]["minutes"] = round(spec.minutes * scale, 2)
+    if width is not None and arm != "recipe":
+        raise SystemExit("search-gain: --width is for --arm recipe")
     if arm == "recipe":
         family, point = policy.first_points(spec)[0]
         body["families"] = {family: _with_fixed(spec, family, point)}
+        if width is not None:
+            body["families"][family]["width"] = width
+            arm = f"recipe_width{width}"
         body["data"] = {**body.get("data", {}), "limit": 2000}
         minutes = body["budget"]["minutes"]
         body["budget"] = {  # a minute's search: the one trial must start before it ends
@@ -728,29 +741,32 @@ def _test_hits(run, dataset, data_dir, folder, name="final"):
 
 
 def gain_summary(resamples=2000):
-    """Per dataset, over the seeds that have both arms: each arm's mean test accuracy, the
-    difference (sweep - recipe) and its 95% paired bootstrap interval (the same resampled
-    test images for both arms of a seed, the seeds' differences averaged)."""
+    """Per dataset and arm (the sweep, the recipe at another width), over the seeds that have
+    it and the recipe alone: each one's mean test accuracy, the difference (arm - recipe) and
+    its 95% paired bootstrap interval (the same resampled test images for both arms of a
+    seed, the seeds' differences averaged)."""
     found = {}
     for path in GAIN_RESULTS.glob("*.npy"):
         dataset, arm, seed = path.stem.rsplit("-", 2)
-        found.setdefault(dataset, {}).setdefault(int(seed), {})[arm] = np.load(path)
+        found.setdefault(dataset, {}).setdefault(arm, {})[int(seed)] = np.load(path)
     rows = []
     rng = np.random.default_rng(0)
-    for dataset, seeds in sorted(found.items()):
-        pairs = [(s["sweep"], s["recipe"]) for s in seeds.values() if len(s) == 2]
-        if not pairs:
-            continue
-        means = [np.mean([a.mean() for a, _ in pairs]), np.mean([b.mean() for _, b in pairs])]
-        low, high = paired_interval(pairs, rng, resamples)
-        rows.append(
-            (
-                f"search-gain: {dataset}, sweep - recipe alone ({len(pairs)} seeds)",
-                f"{means[0] - means[1]:+.4f}",
-                f"sweep {means[0]:.4f}, recipe alone {means[1]:.4f}; 95% paired bootstrap "
-                f"interval [{low:+.4f}, {high:+.4f}]",
+    for dataset, arms in sorted(found.items()):
+        alone = arms.get("recipe", {})
+        for arm, seeds in sorted(arms.items()):
+            pairs = [(hits, alone[seed]) for seed, hits in seeds.items() if seed in alone]
+            if arm == "recipe" or not pairs:
+                continue
+            means = [np.mean([a.mean() for a, _ in pairs]), np.mean([b.mean() for _, b in pairs])]
+            low, high = paired_interval(pairs, rng, resamples)
+            rows.append(
+                (
+                    f"search-gain: {dataset}, {arm} - recipe alone ({len(pairs)} seeds)",
+                    f"{means[0] - means[1]:+.4f}",
+                    f"{arm} {means[0]:.4f}, recipe alone {means[1]:.4f}; 95% paired "
+                    f"bootstrap interval [{low:+.4f}, {high:+.4f}]",
+                )
             )
-        )
     return rows
 
 
@@ -1220,6 +1236,9 @@ def main():
         type=float,
         help="search-gain's and warm-start's, for the file's budget.search_share",
     )
+    parser.add_argument(
+        "--width", type=int, help="search-gain's recipe arm: the recipe at this width instead"
+    )
     parser.add_argument("--images", type=int, default=100_000, help="image-cache's folder")
     parser.add_argument(
         "--configs", type=int, default=8, help="fidelity's configurations, coupled's draws"
@@ -1240,7 +1259,7 @@ def main():
     for name in args.only.split(","):
         print(f"running {name}...", file=sys.stderr, flush=True)
         options = {
-            "search-gain": gain,
+            "search-gain": {**gain, "width": args.width},
             "warm-start": {k: gain[k] for k in ("dataset", "seed", "scale", "search_share")},
             "image-cache": {"images": args.images},
             "coupled": {"dataset": args.dataset, "seed": args.seed, "configs": args.configs},

@@ -640,6 +640,9 @@ def search_gain(
     each arm's mean, the difference, and a paired bootstrap interval over the test images."""
     from sweeper import config, policy
 
+    if width is not None and arm != "recipe":
+        raise SystemExit("search-gain: --width is for --arm recipe")
+    label = arm if width is None else f"recipe_width{width}"
     spec = config.load(ROOT / "sweeps" / f"{dataset}.yaml")
     body = (
         _searching(spec, search_share, "search-gain")
@@ -647,16 +650,13 @@ def search_gain(
         else yaml.safe_load(spec.text)
     )
     body["seed"] = seed
-    body["study"] = f"gain-{arm}-{seed}"
+    body["study"] = f"gain-{label}-{seed}"
     body["budget"]["minutes"] = round(spec.minutes * scale, 2)
-    if width is not None and arm != "recipe":
-        raise SystemExit("search-gain: --width is for --arm recipe")
     if arm == "recipe":
         family, point = policy.first_points(spec)[0]
         body["families"] = {family: _with_fixed(spec, family, point)}
         if width is not None:
             body["families"][family]["width"] = width
-            arm = f"recipe_width{width}"
         body["data"] = {**body.get("data", {}), "limit": 2000}
         minutes = body["budget"]["minutes"]
         body["budget"] = {  # a minute's search: the one trial must start before it ends
@@ -673,14 +673,14 @@ def search_gain(
         path = Path(tmp) / f"{dataset}.yaml"
         # the families in the file's order: it sets which recipe runs first
         path.write_text(yaml.safe_dump(body, sort_keys=False))
-        log = GAIN_RESULTS / f"{dataset}-{arm}-{seed}.log"
+        log = GAIN_RESULTS / f"{dataset}-{label}-{seed}.log"
         wall = run_sweeper(Path(tmp), path, "--data-dir", str(data_dir), log=log)
         client, runs = child_runs(Path(tmp), kinds=("trial", "refit"))
         final = _final_model(runs)
         hits = _test_hits(final, dataset, data_dir, Path(tmp))
-    np.save(GAIN_RESULTS / f"{dataset}-{arm}-{seed}.npy", hits)
+    np.save(GAIN_RESULTS / f"{dataset}-{label}-{seed}.npy", hits)
     line = (
-        f"| {dataset} | {arm} | {seed} | {body['budget']['minutes']:g} | {wall / 60:.1f} | "
+        f"| {dataset} | {label} | {seed} | {body['budget']['minutes']:g} | {wall / 60:.1f} | "
         f"{final.info.run_name} ({final.data.metrics.get('epochs', 0):.0f} epochs) | "
         f"{hits.mean():.4f} |\n"
     )
@@ -692,7 +692,7 @@ def search_gain(
         )
     with open(table, "a") as f:
         f.write(line)
-    rows.append((f"search-gain: {dataset} {arm} seed {seed}", f"{hits.mean():.4f}", line.strip()))
+    rows.append((f"search-gain: {dataset} {label} seed {seed}", f"{hits.mean():.4f}", line.strip()))
     rows.extend(gain_summary())
 
 
@@ -752,10 +752,10 @@ def gain_summary(resamples=2000):
     rows = []
     rng = np.random.default_rng(0)
     for dataset, arms in sorted(found.items()):
-        alone = arms.get("recipe", {})
+        alone = arms.pop("recipe", {})
         for arm, seeds in sorted(arms.items()):
             pairs = [(hits, alone[seed]) for seed, hits in seeds.items() if seed in alone]
-            if arm == "recipe" or not pairs:
+            if not pairs:
                 continue
             means = [np.mean([a.mean() for a, _ in pairs]), np.mean([b.mean() for _, b in pairs])]
             low, high = paired_interval(pairs, rng, resamples)
@@ -1255,11 +1255,12 @@ def main():
         "seed": args.seed,
         "scale": args.scale,
         "search_share": args.search_share,
+        "width": args.width,
     }
     for name in args.only.split(","):
         print(f"running {name}...", file=sys.stderr, flush=True)
         options = {
-            "search-gain": {**gain, "width": args.width},
+            "search-gain": gain,
             "warm-start": {k: gain[k] for k in ("dataset", "seed", "scale", "search_share")},
             "image-cache": {"images": args.images},
             "coupled": {"dataset": args.dataset, "seed": args.seed, "configs": args.configs},

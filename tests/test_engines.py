@@ -6,13 +6,16 @@ the policy's stop rule, failures and pruned trials recorded, resume from its sto
 """
 
 import math
+import subprocess
+import sys
+import threading
 import warnings
 
 import optuna
 import pytest
 
 from sweeper import config, engines, policy, space
-from sweeper.engines import base
+from sweeper.engines import base, optuna_engine
 from sweeper.errors import SweeperError
 from sweeper.policy import Policy
 
@@ -188,6 +191,32 @@ def test_optuna_importances_read_any_storage_url(tmp_path, monkeypatch):
     assert all(abs(sum(v.values()) - 1) < 1e-6 for v in found.values())
     assert Engine.importances("no-such-study", storage) == {}
     assert not (tmp_path / "mlruns").exists()  # the default store was not touched
+
+
+def test_a_journal_lock_left_by_a_killed_worker_is_broken_after_optunas_grace(in_tmp):
+    """A worker killed while writing the default journal holds Optuna's lock for good; the
+    other processes must break it after the 30 s grace, not wait forever (a CI hang)."""
+    killed_while_writing = (
+        "import os, optuna\n"
+        "from sweeper.engines.optuna_engine import make_storage\n"
+        "storage = make_storage(None)\n"
+        "os.fsync = lambda fd: os._exit(9)  # dies inside the write, its lock held\n"
+        "optuna.create_study(study_name='first', storage=storage)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", killed_while_writing], cwd=in_tmp)
+    assert child.returncode == 9 and (in_tmp / "mlruns" / "optuna.journal.lock").is_symlink()
+
+    created = []
+    writer = threading.Thread(
+        target=lambda: created.append(
+            optuna.create_study(study_name="second", storage=optuna_engine.make_storage(None))
+        ),
+        daemon=True,  # with the old relative path it never returns
+    )
+    writer.start()
+    writer.join(timeout=90)
+    assert created, "the stale journal lock was never broken"
+    assert optuna.get_all_study_names(optuna_engine.make_storage(None)) == ["first", "second"]
 
 
 def test_keras_tuner_keeps_its_project_in_the_storage_folder_given(in_tmp):

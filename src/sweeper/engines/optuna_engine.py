@@ -343,7 +343,10 @@ def make_storage(url: str | None) -> optuna.storages.BaseStorage:
         DEFAULT_STORAGE.parent.mkdir(parents=True, exist_ok=True)
         url = str(DEFAULT_STORAGE)
     if url.endswith(".journal"):
-        return JournalStorage(JournalFileBackend(url))
+        # Absolute: Optuna's lock is a symlink to this path, read relative to the lock's own
+        # folder. A relative one dangles, so a lock left by a killed worker was never broken
+        # after Optuna's 30 s grace and every process waited on it forever.
+        return JournalStorage(JournalFileBackend(str(Path(url).resolve())))
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     beat = _beat()
     for attempt in range(5):

@@ -375,7 +375,7 @@ def _move_studies(earlier: str, journal: Path) -> None:
     """Copies every study of an earlier SQLite store into a new journal file (written aside,
     then renamed, so a crash leaves no half journal). The SQLite file is kept, unread."""
     studies = optuna.get_all_study_names(earlier)
-    partial = journal.with_suffix(".journal.partial")
+    partial = journal.with_suffix(".journal.partial").resolve()  # absolute: see make_storage
     partial.unlink(missing_ok=True)
     target = JournalStorage(JournalFileBackend(str(partial)))
     for name in studies:

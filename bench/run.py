@@ -366,8 +366,8 @@ def censored_median(runs):
 
 def workers(data_dir, rows, sweep="mnist", search_share=0.4):
     """The default sweep's search (its refit left out: one process in both; `search_share`
-    of its minutes, as the file had before it stopped searching), run with one worker and
-    with `--workers auto`, one after the other on a fresh store each: training
+    of its minutes: 0.4 is what mnist's file had before it stopped searching), run with one
+    worker and with `--workers auto`, one after the other on a fresh store each: training
     images/s of the whole search (images trained / wall time), the CPU's use (the processes'
     CPU time / wall time / cores), and the time to the documented accuracy (98.5% on mnist)
     in validation, from the sweep's start to the end of the first trial that reached it."""
@@ -844,15 +844,15 @@ def warm_start(data_dir, rows, dataset="fashion_mnist", seed=0, scale=1.0, searc
         )
 
     difference = hits["second"].mean() - hits["first"].mean()
-    second = f"{'; '.join(queued) or 'none queued'}; {final('second')}"
+    second_result = f"{'; '.join(queued) or 'none queued'}; {final('second')}"
     interval = f"[{low:+.4f}, {high:+.4f}]"
     with open(table, "a") as f:
         f.write(
-            f"| {dataset} | {seed} | {minutes:g} | {final('first')} | {second} | "
+            f"| {dataset} | {seed} | {minutes:g} | {final('first')} | {second_result} | "
             f"{difference:+.4f} {interval} |\n"
         )
     # the figures sit in the report's own table: the row's fields, not its pipes
-    figures = f"first: {final('first')}; second: {second}; 95% paired bootstrap {interval}"
+    figures = f"first: {final('first')}; second: {second_result}; 95% paired bootstrap {interval}"
     rows.append((f"warm-start: {dataset} seed {seed}", f"{difference:+.4f}", figures))
     pairs = [
         (np.load(second), np.load(second.with_name(second.name.replace("-second", "-first"))))

@@ -343,10 +343,7 @@ def make_storage(url: str | None) -> optuna.storages.BaseStorage:
         DEFAULT_STORAGE.parent.mkdir(parents=True, exist_ok=True)
         url = str(DEFAULT_STORAGE)
     if url.endswith(".journal"):
-        # Absolute: Optuna's lock is a symlink to this path, read relative to the lock's own
-        # folder. A relative one dangles, so a lock left by a killed worker was never broken
-        # after Optuna's 30 s grace and every process waited on it forever.
-        return JournalStorage(JournalFileBackend(str(Path(url).resolve())))
+        return _journal(url)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     beat = _beat()
     for attempt in range(5):
@@ -371,13 +368,20 @@ def make_storage(url: str | None) -> optuna.storages.BaseStorage:
     raise AssertionError("unreachable")
 
 
+def _journal(path: str | Path) -> JournalStorage:
+    """A journal file's store, by its absolute path: Optuna's lock is a symlink to the path,
+    read relative to the lock's own folder, so a relative one dangles and a lock left by a
+    killed process is never broken after Optuna's 30 s grace (every other process waits)."""
+    return JournalStorage(JournalFileBackend(str(Path(path).resolve())))
+
+
 def _move_studies(earlier: str, journal: Path) -> None:
     """Copies every study of an earlier SQLite store into a new journal file (written aside,
     then renamed, so a crash leaves no half journal). The SQLite file is kept, unread."""
     studies = optuna.get_all_study_names(earlier)
-    partial = journal.with_suffix(".journal.partial").resolve()  # absolute: see make_storage
+    partial = journal.with_suffix(".journal.partial")
     partial.unlink(missing_ok=True)
-    target = JournalStorage(JournalFileBackend(str(partial)))
+    target = _journal(partial)
     for name in studies:
         optuna.copy_study(from_study_name=name, from_storage=earlier, to_storage=target)
     partial.rename(journal)
